@@ -1,0 +1,1 @@
+"""The shop's data: merchants, products, customers, feedback and served slates."""

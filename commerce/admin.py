@@ -1,0 +1,95 @@
+from django.contrib import admin
+
+from commerce.models import (
+    Customer,
+    FeedbackEvent,
+    ImportRun,
+    Merchant,
+    Product,
+    ServedSlate,
+    ServedSlateItem,
+)
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["name", "external_id", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "external_id"]
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = [
+        "external_id",
+        "title",
+        "merchant",
+        "price",
+        "is_active",
+        "in_stock",
+    ]
+    list_filter = ["is_active", "in_stock", "merchant"]
+    search_fields = ["external_id", "title"]
+    list_select_related = ["merchant"]
+    readonly_fields = ["text_hash", "created_at", "updated_at"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "country", "group_attributes_consent", "created_at"]
+    list_filter = ["group_attributes_consent", "country"]
+    search_fields = ["external_id"]
+
+
+@admin.register(FeedbackEvent)
+class FeedbackEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "occurred_at",
+        "kind",
+        "product",
+        "customer",
+        "quantity",
+        "value",
+        "source",
+    ]
+    list_filter = ["kind", "source"]
+    search_fields = ["client_event_id", "order_id", "customer__external_id"]
+    list_select_related = ["product", "customer"]
+    raw_id_fields = ["customer", "product", "slate"]
+    date_hierarchy = "occurred_at"
+    # Counting the whole event log on every page is slow; show "more" instead.
+    show_full_result_count = False
+
+
+class ServedSlateItemInline(admin.TabularInline):
+    model = ServedSlateItem
+    raw_id_fields = ["product"]
+    extra = 0
+
+
+@admin.register(ServedSlate)
+class ServedSlateAdmin(admin.ModelAdmin):
+    list_display = ["id", "customer", "policy_version", "created_at"]
+    list_filter = ["policy_version"]
+    search_fields = ["id", "customer__external_id", "session_id"]
+    raw_id_fields = ["customer"]
+    inlines = [ServedSlateItemInline]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+
+@admin.register(ServedSlateItem)
+class ServedSlateItemAdmin(admin.ModelAdmin):
+    list_display = ["slate", "position", "product", "score", "propensity", "reason"]
+    list_filter = ["reason"]
+    search_fields = ["slate__id", "product__external_id"]
+    raw_id_fields = ["slate", "product"]
+    show_full_result_count = False
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "source", "path", "status", "started_at", "finished_at"]
+    list_filter = ["status", "source"]
+    search_fields = ["path", "file_sha256"]
+    readonly_fields = [field.name for field in ImportRun._meta.fields]

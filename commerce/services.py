@@ -1,0 +1,322 @@
+"""Writes to the commerce store."""
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from django.db import connection, transaction
+from django.utils import timezone
+
+from commerce.importers.transactions import (
+    BadRow,
+    ProductCodeFilter,
+    TransactionLayout,
+    TransactionPlan,
+    plan_transactions,
+)
+from commerce.models import (
+    Customer,
+    FeedbackEvent,
+    ImportRun,
+    ImportStatus,
+    Merchant,
+    Product,
+    product_text_hash,
+)
+from governance.services import record_governance_event
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int], object]
+
+
+@dataclass
+class ImportResult:
+    """The run record of an import and the rows it refused."""
+
+    run: ImportRun
+    bad_rows: list[BadRow]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.run.counts
+
+
+def import_transactions(
+    *,
+    path: Path,
+    layout: TransactionLayout,
+    code_filter: ProductCodeFilter,
+    source: str,
+    default_merchant: str,
+    merchant_by_sku: Mapping[str, str] | None = None,
+    include_guests: bool = True,
+    batch_size: int = 50_000,
+    on_plan: Callable[[TransactionPlan], None] | None = None,
+    on_batch: ProgressCallback | None = None,
+) -> ImportResult:
+    """Import a transaction log into the store, in atomic batches.
+
+    The file is read and validated whole before anything is written, so a file
+    with missing columns leaves no trace. Events are keyed by (source, a hash
+    of the line), so re-running an import, whole or after an interruption,
+    adds only what is missing.
+    """
+    plan = plan_transactions(
+        path,
+        layout=layout,
+        code_filter=code_filter,
+        default_merchant=default_merchant,
+        merchant_by_sku=merchant_by_sku,
+        include_guests=include_guests,
+    )
+    if on_plan is not None:
+        on_plan(plan)
+    run = ImportRun.objects.create(
+        source=source,
+        path=str(path),
+        file_sha256=_file_sha256(path),
+        counts=plan.counts,
+        bad_rows=[row.as_dict() for row in plan.bad_rows],
+    )
+    logger.info(
+        "Import %s started: %d rows read, %d events planned",
+        run.pk,
+        plan.counts["rows_read"],
+        len(plan.events),
+        extra={"import_run": run.pk, "source": source},
+    )
+    try:
+        counts = _store_plan(
+            plan, source=source, batch_size=batch_size, on_batch=on_batch
+        )
+    except BaseException as error:
+        _finish_run(run, status=ImportStatus.FAILED, error=repr(error))
+        raise
+    _finish_run(run, status=ImportStatus.COMPLETED, counts={**plan.counts, **counts})
+    logger.info(
+        "Import %s completed: %d events added, %d already present",
+        run.pk,
+        counts["events_added"],
+        counts["events_already_present"],
+        extra={"import_run": run.pk, "source": source},
+    )
+    return ImportResult(run=run, bad_rows=plan.bad_rows)
+
+
+def _store_plan(
+    plan: TransactionPlan,
+    *,
+    source: str,
+    batch_size: int,
+    on_batch: ProgressCallback | None,
+) -> dict[str, int]:
+    with transaction.atomic():
+        merchant_ids = _ensure_merchants(plan.products["merchant"].unique())
+        products_added, products_updated = _upsert_products(plan.products, merchant_ids)
+        customers_added = _upsert_customers(plan.customers)
+
+    customer_ids = dict(Customer.objects.values_list("external_id", "id"))
+    events = plan.events.assign(
+        product_id=plan.events["sku"].map(_product_ids(plan.products, merchant_ids)),
+        customer_id=plan.events["customer"].map(customer_ids).astype("Int64"),
+    )
+
+    added = 0
+    for start in range(0, len(events), batch_size):
+        batch = events.iloc[start : start + batch_size]
+        with transaction.atomic():
+            added += _insert_events(batch, source=source)
+        if on_batch is not None:
+            on_batch(len(batch))
+    return {
+        "products_added": products_added,
+        "products_updated": products_updated,
+        "customers_added": customers_added,
+        "events_added": added,
+        "events_already_present": len(events) - added,
+    }
+
+
+def _ensure_merchants(external_ids: Any) -> dict[str, int]:
+    merchant_ids = {}
+    for external_id in external_ids:
+        merchant, created = Merchant.objects.get_or_create(
+            external_id=external_id, defaults={"name": external_id}
+        )
+        if created:
+            record_governance_event(
+                action="merchant.created",
+                target_type="merchant",
+                target_id=str(merchant.pk),
+                actor_label="import_transactions",
+                after={"external_id": external_id},
+            )
+        merchant_ids[external_id] = merchant.pk
+    return merchant_ids
+
+
+def _upsert_products(
+    products: pd.DataFrame, merchant_ids: Mapping[str, int]
+) -> tuple[int, int]:
+    """Insert new products, update changed titles and prices; return both counts."""
+    rows = pd.DataFrame(
+        {
+            "merchant_id": products["merchant"].map(merchant_ids),
+            "external_id": products["sku"],
+            "title": products["title"],
+            "price": products["price"],
+            "text_hash": [product_text_hash(title, "") for title in products["title"]],
+        }
+    )
+    table = Product._meta.db_table
+    with connection.cursor() as cursor:
+        _copy_into_temp_table(
+            cursor,
+            "product_stage",
+            "merchant_id bigint, external_id text, title text, price numeric, "
+            "text_hash text",
+            rows,
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {table} AS p (merchant_id, external_id, title, description,
+                price, is_active, in_stock, text_hash, created_at, updated_at)
+            SELECT merchant_id, external_id, title, '', price, true, true,
+                text_hash, now(), now()
+            FROM product_stage
+            ON CONFLICT (merchant_id, external_id) DO UPDATE
+            SET title = EXCLUDED.title, price = EXCLUDED.price,
+                text_hash = EXCLUDED.text_hash, updated_at = now()
+            WHERE (p.title, p.price) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.price)
+            RETURNING (xmax = 0) AS inserted
+            """
+        )
+        inserted = [row[0] for row in cursor.fetchall()]
+    return sum(inserted), len(inserted) - sum(inserted)
+
+
+def _upsert_customers(customers: pd.DataFrame) -> int:
+    """Insert new customers and fill in missing countries; return how many are new."""
+    table = Customer._meta.db_table
+    with connection.cursor() as cursor:
+        _copy_into_temp_table(
+            cursor,
+            "customer_stage",
+            "external_id text, country text",
+            customers.rename(columns={"customer": "external_id"}),
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {table} AS c (external_id, country, group_attributes,
+                group_attributes_consent, created_at, updated_at)
+            SELECT external_id, coalesce(country, ''), '{{}}', false, now(), now()
+            FROM customer_stage
+            ON CONFLICT (external_id) DO UPDATE
+            SET country = EXCLUDED.country, updated_at = now()
+            WHERE c.country = '' AND EXCLUDED.country <> ''
+            RETURNING (xmax = 0) AS inserted
+            """
+        )
+        return sum(row[0] for row in cursor.fetchall())
+
+
+def _product_ids(
+    products: pd.DataFrame, merchant_ids: Mapping[str, int]
+) -> dict[str, int]:
+    """Map each planned SKU to the id of its product under its merchant."""
+    planned = set(
+        zip(products["sku"], products["merchant"].map(merchant_ids), strict=True)
+    )
+    rows = Product.objects.filter(merchant_id__in=merchant_ids.values()).values_list(
+        "external_id", "merchant_id", "id"
+    )
+    return {sku: pk for sku, merchant, pk in rows if (sku, merchant) in planned}
+
+
+def _insert_events(batch: pd.DataFrame, *, source: str) -> int:
+    """Copy one batch in and insert the events not yet stored; return how many."""
+    table = FeedbackEvent._meta.db_table
+    columns = [
+        "client_event_id",
+        "kind",
+        "quantity",
+        "value",
+        "occurred_at",
+        "customer_id",
+        "session_id",
+        "order_id",
+        "product_id",
+    ]
+    with connection.cursor() as cursor:
+        _copy_into_temp_table(
+            cursor,
+            "event_stage",
+            "client_event_id text, kind text, quantity integer, value numeric, "
+            "occurred_at timestamptz, customer_id bigint, session_id text, "
+            "order_id text, product_id bigint",
+            batch[columns],
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (source, client_event_id, kind, quantity, value,
+                occurred_at, received_at, customer_id, session_id, order_id,
+                product_id)
+            SELECT %s, client_event_id, kind, quantity, value, occurred_at, now(),
+                customer_id, coalesce(session_id, ''), coalesce(order_id, ''),
+                product_id
+            FROM event_stage
+            ON CONFLICT (source, client_event_id) DO NOTHING
+            """,
+            [source],
+        )
+        return cursor.rowcount
+
+
+def _copy_into_temp_table(
+    cursor: Any, name: str, columns_sql: str, rows: pd.DataFrame
+) -> None:
+    """Create a temporary table dropped at commit and COPY ``rows`` into it."""
+    # Inside an outer transaction the previous batch's table is still there.
+    cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+    cursor.execute(f"CREATE TEMPORARY TABLE {name} ({columns_sql}) ON COMMIT DROP")
+    buffer = io.StringIO()
+    rows.to_csv(buffer, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S%z")
+    with cursor.copy(f"COPY {name} FROM STDIN WITH (FORMAT csv)") as copy:
+        copy.write(buffer.getvalue())
+
+
+def _finish_run(
+    run: ImportRun,
+    *,
+    status: ImportStatus,
+    counts: dict[str, int] | None = None,
+    error: str = "",
+) -> None:
+    with transaction.atomic():
+        run.status = status
+        run.finished_at = timezone.now()
+        run.error = error
+        if counts is not None:
+            run.counts = counts
+        run.save(update_fields=["status", "finished_at", "error", "counts"])
+        record_governance_event(
+            action=f"import.{status}",
+            target_type="import_run",
+            target_id=str(run.pk),
+            actor_label="import_transactions",
+            after={"path": run.path, "counts": run.counts, "error": error},
+        )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

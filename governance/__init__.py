@@ -1,0 +1,1 @@
+"""Audits, review queue, overrides and the append-only governance event log."""
