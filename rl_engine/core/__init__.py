@@ -1,0 +1,1 @@
+"""Django-free core: the offline next-basket protocol, its metrics and baselines."""
