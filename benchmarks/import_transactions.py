@@ -86,7 +86,8 @@ def main() -> None:
     print(f"{'floor: COPY into unindexed table':<34}{floor:>9.1f}")
     for label, (seconds, counts) in timings.items():
         added = counts["events_added"]
-        print(f"{label + f' ({added:,} added)':<34}{seconds:>9.1f}{rows / seconds:>11,.0f}")
+        step = f"{label} ({added:,} added)"
+        print(f"{step:<34}{seconds:>9.1f}{rows / seconds:>11,.0f}")
     first = timings["first import"][0]
     print(f"first import / (plan + COPY floor): {first / (planned + floor):.2f}x")
     print(f"goal: 120 s or less; first import took {first:.1f} s")

@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from commerce.models import (
     Customer,
@@ -41,8 +44,21 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["external_id"]
 
 
+class ReadOnlyLogAdmin(admin.ModelAdmin):
+    """Logs are written by the API and importers; the admin only reads them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(FeedbackEvent)
-class FeedbackEventAdmin(admin.ModelAdmin):
+class FeedbackEventAdmin(ReadOnlyLogAdmin):
     list_display = [
         "occurred_at",
         "kind",
@@ -52,8 +68,9 @@ class FeedbackEventAdmin(admin.ModelAdmin):
         "value",
         "source",
     ]
-    list_filter = ["kind", "source"]
-    search_fields = ["client_event_id", "order_id", "customer__external_id"]
+    list_filter = ["kind"]
+    # Exact matches use the indexes; a substring search would scan the log.
+    search_fields = ["=client_event_id", "=order_id", "=customer__external_id"]
     list_select_related = ["product", "customer"]
     raw_id_fields = ["customer", "product", "slate"]
     date_hierarchy = "occurred_at"
@@ -68,10 +85,10 @@ class ServedSlateItemInline(admin.TabularInline):
 
 
 @admin.register(ServedSlate)
-class ServedSlateAdmin(admin.ModelAdmin):
+class ServedSlateAdmin(ReadOnlyLogAdmin):
     list_display = ["id", "customer", "policy_version", "created_at"]
     list_filter = ["policy_version"]
-    search_fields = ["id", "customer__external_id", "session_id"]
+    search_fields = ["=id", "=customer__external_id", "=session_id"]
     raw_id_fields = ["customer"]
     inlines = [ServedSlateItemInline]
     date_hierarchy = "created_at"
@@ -79,17 +96,16 @@ class ServedSlateAdmin(admin.ModelAdmin):
 
 
 @admin.register(ServedSlateItem)
-class ServedSlateItemAdmin(admin.ModelAdmin):
+class ServedSlateItemAdmin(ReadOnlyLogAdmin):
     list_display = ["slate", "position", "product", "score", "propensity", "reason"]
     list_filter = ["reason"]
-    search_fields = ["slate__id", "product__external_id"]
+    search_fields = ["=slate__id", "=product__external_id"]
     raw_id_fields = ["slate", "product"]
     show_full_result_count = False
 
 
 @admin.register(ImportRun)
-class ImportRunAdmin(admin.ModelAdmin):
+class ImportRunAdmin(ReadOnlyLogAdmin):
     list_display = ["id", "source", "path", "status", "started_at", "finished_at"]
     list_filter = ["status", "source"]
     search_fields = ["path", "file_sha256"]
-    readonly_fields = [field.name for field in ImportRun._meta.fields]

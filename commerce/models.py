@@ -152,6 +152,11 @@ class FeedbackEvent(models.Model):
             models.Index(fields=["customer", "occurred_at"], name="event_customer_idx"),
             models.Index(fields=["product", "occurred_at"], name="event_product_idx"),
             models.Index(fields=["kind", "occurred_at"], name="event_kind_idx"),
+            models.Index(
+                fields=["order_id"],
+                condition=~Q(order_id=""),
+                name="event_order_idx",
+            ),
             # The log is appended in time order; BRIN keeps window scans cheap.
             BrinIndex(fields=["occurred_at"], name="event_occurred_brin"),
         ]

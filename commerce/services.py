@@ -26,7 +26,6 @@ from commerce.models import (
     ImportStatus,
     Merchant,
     Product,
-    product_text_hash,
 )
 from governance.services import record_governance_event
 
@@ -164,23 +163,30 @@ def _ensure_merchants(external_ids: Any) -> dict[str, int]:
 def _upsert_products(
     products: pd.DataFrame, merchant_ids: Mapping[str, int]
 ) -> tuple[int, int]:
-    """Insert new products, update changed titles and prices; return both counts."""
+    """Insert new products and fill in what stored ones lack; return both counts.
+
+    A transaction log is not the catalogue's authority: a stored title is only
+    replaced while it is the bare SKU (no description was known), and a stored
+    price only while it is missing. Catalogue sync changes the rest.
+    """
     rows = pd.DataFrame(
         {
             "merchant_id": products["merchant"].map(merchant_ids),
             "external_id": products["sku"],
             "title": products["title"],
             "price": products["price"],
-            "text_hash": [product_text_hash(title, "") for title in products["title"]],
         }
     )
     table = Product._meta.db_table
+    new_hash = _TEXT_HASH_SQL.format(title="title", description="''")
+    filled_hash = _TEXT_HASH_SQL.format(
+        title="EXCLUDED.title", description="p.description"
+    )
     with connection.cursor() as cursor:
         _copy_into_temp_table(
             cursor,
             "product_stage",
-            "merchant_id bigint, external_id text, title text, price numeric, "
-            "text_hash text",
+            "merchant_id bigint, external_id text, title text, price numeric",
             rows,
         )
         cursor.execute(
@@ -188,17 +194,29 @@ def _upsert_products(
             INSERT INTO {table} AS p (merchant_id, external_id, title, description,
                 price, is_active, in_stock, text_hash, created_at, updated_at)
             SELECT merchant_id, external_id, title, '', price, true, true,
-                text_hash, now(), now()
+                {new_hash}, now(), now()
             FROM product_stage
             ON CONFLICT (merchant_id, external_id) DO UPDATE
-            SET title = EXCLUDED.title, price = EXCLUDED.price,
-                text_hash = EXCLUDED.text_hash, updated_at = now()
-            WHERE (p.title, p.price) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.price)
+            SET title = CASE WHEN p.title = p.external_id
+                    THEN EXCLUDED.title ELSE p.title END,
+                price = coalesce(p.price, EXCLUDED.price),
+                text_hash = CASE WHEN p.title = p.external_id
+                    THEN {filled_hash}
+                    ELSE p.text_hash END,
+                updated_at = now()
+            WHERE (p.title = p.external_id AND EXCLUDED.title <> EXCLUDED.external_id)
+                OR (p.price IS NULL AND EXCLUDED.price IS NOT NULL)
             RETURNING (xmax = 0) AS inserted
             """
         )
         inserted = [row[0] for row in cursor.fetchall()]
     return sum(inserted), len(inserted) - sum(inserted)
+
+
+# The same digest as commerce.models.product_text_hash, computed in the database.
+_TEXT_HASH_SQL = (
+    "encode(sha256(convert_to({title} || chr(10) || {description}, 'UTF8')), 'hex')"
+)
 
 
 def _upsert_customers(customers: pd.DataFrame) -> int:

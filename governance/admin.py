@@ -1,13 +1,11 @@
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from commerce.admin import ReadOnlyLogAdmin
 from governance.models import GovernanceEvent
 
 
 @admin.register(GovernanceEvent)
-class GovernanceEventAdmin(admin.ModelAdmin):
+class GovernanceEventAdmin(ReadOnlyLogAdmin):
     """The log is append-only: the admin reads it and changes nothing."""
 
     list_display = [
@@ -19,14 +17,5 @@ class GovernanceEventAdmin(admin.ModelAdmin):
         "actor_label",
     ]
     list_filter = ["action", "target_type"]
-    search_fields = ["target_id", "actor_label", "reason"]
+    search_fields = ["=target_id", "actor_label"]
     date_hierarchy = "occurred_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

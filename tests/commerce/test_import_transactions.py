@@ -20,6 +20,7 @@ from commerce.models import (
     ImportStatus,
     Merchant,
     Product,
+    product_text_hash,
 )
 from governance.models import GovernanceEvent
 
@@ -317,3 +318,38 @@ def test_command_reports_format_errors_with_their_code(tmp_path):
 
     with pytest.raises(CommandError, match=r"\[import_format_invalid\]"):
         call_command("import_transactions", str(path), verbosity=0)
+
+
+def test_a_later_import_fills_gaps_but_never_overwrites_the_catalogue(
+    import_file, tmp_path, sample_path
+):
+    import_file(sample_path)
+    stored = Product.objects.get(external_id="71053")
+    header = ",".join(TransactionLayout.online_retail().columns.values())
+    older = tmp_path / "older.csv"
+    older.write_text(
+        f"{header}\n"
+        "530000,71053,OLD LANTERN NAME,1,2010-06-01 10:00:00,1.00,12345.0,France\n"
+        "530000,NEW1,,1,2010-06-01 10:00:00,2.00,12345.0,France\n"
+    )
+
+    result = import_file(older, source="older-export")
+
+    kept = Product.objects.get(external_id="71053")
+    assert (kept.title, kept.price) == (stored.title, stored.price)
+    assert kept.text_hash == stored.text_hash
+    bare = Product.objects.get(external_id="NEW1")
+    assert bare.title == "NEW1"
+    assert result.counts["products_updated"] == 0
+
+    described = tmp_path / "described.csv"
+    described.write_text(
+        f"{header}\n"
+        "530001,NEW1,BLUE GLASS VASE,1,2010-06-02 10:00:00,2.50,12345.0,France\n"
+    )
+    filled = import_file(described, source="older-export")
+
+    bare.refresh_from_db()
+    assert bare.title == "BLUE GLASS VASE"
+    assert bare.text_hash == product_text_hash("BLUE GLASS VASE", "")
+    assert filled.counts["products_updated"] == 1

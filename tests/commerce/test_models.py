@@ -12,7 +12,10 @@ def test_a_client_event_id_is_stored_once_per_source():
 
     with pytest.raises(IntegrityError), transaction.atomic():
         FeedbackEventFactory.create(source="shop-a", client_event_id="e-1")
-    FeedbackEventFactory.create(source="shop-b", client_event_id="e-1", product=first.product)
+    other_source = FeedbackEventFactory.create(
+        source="shop-b", client_event_id="e-1", product=first.product
+    )
+    assert other_source.pk != first.pk
 
 
 def test_an_event_needs_a_customer_or_a_session():
