@@ -95,12 +95,10 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(
     def stop_after_first_epoch(epoch: int, metrics: dict[str, float]) -> None:
         raise KeyboardInterrupt
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         interrupted.fit(
             filled_buffer(early_transitions), on_epoch=stop_after_first_epoch
         )
-    except KeyboardInterrupt:
-        pass
     assert checkpoint.exists()
 
     resumed = make_trainer(early_log, checkpoint, epochs=2)
