@@ -79,7 +79,8 @@ def run() -> None:
         f"({cold.embedded / cold_seconds:,.0f} titles/s, model load included)"
     )
     print(
-        f"  warm: {warm.cached:,} cached, {warm.embedded} embedded, {warm_seconds:.2f} s"
+        f"  warm: {warm.cached:,} cached, {warm.embedded} embedded, "
+        f"{warm_seconds:.2f} s"
     )
 
     log = load_basket_log()
