@@ -44,6 +44,7 @@ from rl_engine.selectors import (
     embedding_model_name,
     embedding_model_path,
     purchase_lines,
+    returned_items,
     text_vectors,
 )
 
@@ -171,6 +172,7 @@ def train_policy_version(
         boundary,
         text_vectors=text_vectors(log.vocabulary.ids),
         config=config,
+        returned=returned_items(log),
         on_epoch=on_epoch,
         checkpoint_path=checkpoint,
     )
