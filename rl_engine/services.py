@@ -265,6 +265,15 @@ def evaluate_policy_version(
         candidate="policy",
     )
     report["policy_version"] = version.label
+    scalars = evaluation_scalars(report)
+    logger.info(
+        "Evaluated %s on %s: eval/all/ndcg@10 %.4f, eval/new/ndcg@10 %.4f",
+        version.label,
+        split,
+        scalars["eval/all/ndcg@10"],
+        scalars["eval/new/ndcg@10"],
+        extra={"policy_version": version.label, "split": split, **scalars},
+    )
     with transaction.atomic():
         locked = PolicyVersion.objects.select_for_update().get(pk=version.pk)
         evaluations = dict(locked.metrics.get("evaluation", {}))
@@ -280,6 +289,15 @@ def evaluate_policy_version(
         )
     version.metrics = locked.metrics
     return report
+
+
+def evaluation_scalars(report: dict[str, Any]) -> dict[str, float]:
+    """Flatten the policy's results to scalars named like ``eval/all/ndcg@10``."""
+    return {
+        f"eval/{target}/{metric}": value
+        for target, metrics in report["results"]["policy"].items()
+        for metric, value in metrics.items()
+    }
 
 
 def promote_policy(
