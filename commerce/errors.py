@@ -15,3 +15,22 @@ class ImportFormatError(CommerceError):
     """The file cannot be imported as a whole: wrong format, columns or mapping."""
 
     code = "import_format_invalid"
+
+
+class InvalidEventsError(CommerceError):
+    """Some events of a batch refer to unknown things; the batch is refused whole.
+
+    ``details`` lists each problem as ``{"index", "field", "code", "message"}``.
+    """
+
+    code = "invalid_events"
+
+    def __init__(self, message: str, details: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class ApiClientError(CommerceError):
+    """An API client cannot be created or changed as asked."""
+
+    code = "api_client_invalid"

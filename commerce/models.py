@@ -258,3 +258,32 @@ class ImportRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class ApiScope(models.TextChoices):
+    RECOMMENDATIONS = "recommendations", "ask for recommendations"
+    EVENTS = "events", "send feedback events"
+    CATALOGUE = "catalogue", "read and sync the catalogue"
+
+
+class ApiClient(models.Model):
+    """A shop frontend or backend that calls the REST API with its own key.
+
+    Only a hash of the key is stored; the key is shown once, when created. Its
+    first characters (the prefix) find the row without a scan.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    # Events this client sends are unique per (source, client_event_id).
+    source = models.CharField(max_length=64)
+    key_prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def has_scope(self, scope: str) -> bool:
+        return self.is_active and scope in self.scopes

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from commerce.errors import ApiClientError, InvalidEventsError
 from commerce.importers.transactions import (
     BadRow,
     ProductCodeFilter,
@@ -20,12 +22,15 @@ from commerce.importers.transactions import (
     plan_transactions,
 )
 from commerce.models import (
+    ApiClient,
+    ApiScope,
     Customer,
     FeedbackEvent,
     ImportRun,
     ImportStatus,
     Merchant,
     Product,
+    ServedSlate,
 )
 from governance.services import record_governance_event
 
@@ -339,3 +344,161 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    index: int
+    client_event_id: str
+    event_id: int
+    status: str
+
+
+def record_feedback_events(
+    *, source: str, events: list[dict[str, Any]]
+) -> list[EventOutcome]:
+    """Store a batch of feedback events, all or nothing; resent events are kept once.
+
+    Products, customers and slates are resolved first: if any event names an
+    unknown one, InvalidEventsError lists every such event and nothing is
+    stored. An event whose (source, client_event_id) is already stored is not
+    stored again; its outcome names the original event.
+    """
+    product_ids = _resolve(
+        Product.objects.filter(external_id__in={e["product"] for e in events}),
+        "external_id",
+    )
+    customer_ids = _resolve(
+        Customer.objects.filter(
+            external_id__in={e["customer"] for e in events if e["customer"]}
+        ),
+        "external_id",
+    )
+    slate_ids = set(
+        ServedSlate.objects.filter(
+            id__in={e["slate_id"] for e in events if e["slate_id"]}
+        ).values_list("id", flat=True)
+    )
+    problems = []
+    for index, event in enumerate(events):
+        if event["product"] not in product_ids:
+            problems.append(
+                _problem(index, "product", "unknown_product", event["product"])
+            )
+        if event["customer"] and event["customer"] not in customer_ids:
+            problems.append(
+                _problem(index, "customer", "unknown_customer", event["customer"])
+            )
+        if event["slate_id"] and event["slate_id"] not in slate_ids:
+            problems.append(
+                _problem(index, "slate_id", "unknown_slate", event["slate_id"])
+            )
+    if problems:
+        raise InvalidEventsError(
+            f"{len({p['index'] for p in problems})} of {len(events)} events refer to "
+            "unknown products, customers or slates; nothing was stored.",
+            problems,
+        )
+
+    columns = {
+        "client_event_id": [e["client_event_id"] for e in events],
+        "kind": [e["kind"] for e in events],
+        "product_id": [product_ids[e["product"]] for e in events],
+        "customer_id": [customer_ids.get(e["customer"]) for e in events],
+        "session_id": [e["session_id"] for e in events],
+        "order_id": [e["order_id"] for e in events],
+        "quantity": [e["quantity"] for e in events],
+        "value": [e["value"] for e in events],
+        "occurred_at": [e["occurred_at"] for e in events],
+        "slate_id": [e["slate_id"] for e in events],
+        "slate_position": [e["position"] for e in events],
+    }
+    table = FeedbackEvent._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (source, client_event_id, kind, product_id,
+                customer_id, session_id, order_id, quantity, value, occurred_at,
+                slate_id, slate_position, received_at)
+            SELECT %s, * , now() FROM unnest(
+                %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],
+                %s::text[], %s::integer[], %s::numeric[], %s::timestamptz[],
+                %s::uuid[], %s::smallint[])
+            ON CONFLICT (source, client_event_id) DO NOTHING
+            RETURNING id, client_event_id
+            """,
+            [source, *columns.values()],
+        )
+        created = dict((client_id, pk) for pk, client_id in cursor.fetchall())
+    stored = dict(
+        FeedbackEvent.objects.filter(
+            source=source, client_event_id__in=set(columns["client_event_id"])
+        ).values_list("client_event_id", "id")
+    )
+    outcomes = []
+    first_seen: set[str] = set()
+    for index, client_id in enumerate(columns["client_event_id"]):
+        fresh = client_id in created and client_id not in first_seen
+        first_seen.add(client_id)
+        outcomes.append(
+            EventOutcome(
+                index=index,
+                client_event_id=client_id,
+                event_id=stored[client_id],
+                status="created" if fresh else "duplicate",
+            )
+        )
+    return outcomes
+
+
+def _resolve(queryset: Any, field: str) -> dict[Any, int]:
+    return dict(queryset.values_list(field, "id"))
+
+
+def _problem(index: int, field: str, code: str, value: object) -> dict[str, object]:
+    return {
+        "index": index,
+        "field": field,
+        "code": code,
+        "message": f"No {field.replace('_id', '')} {value!s}.",
+    }
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    client: ApiClient
+    key: str
+    """The full key: shown once, never stored."""
+
+
+def create_api_client(
+    *, name: str, scopes: list[str], source: str = "", actor_label: str = ""
+) -> IssuedKey:
+    """Create a client with a fresh key; only the key's hash is kept."""
+    from commerce.api.authentication import KEY_PREFIX_LENGTH, hash_key
+
+    unknown = sorted(set(scopes) - set(ApiScope.values))
+    if unknown:
+        raise ApiClientError(
+            f"Unknown scope(s): {', '.join(unknown)}. "
+            f"Scopes are: {', '.join(ApiScope.values)}."
+        )
+    key = f"grk_{secrets.token_urlsafe(32)}"
+    with transaction.atomic():
+        if ApiClient.objects.filter(name=name).exists():
+            raise ApiClientError(f"A client named {name!r} exists already.")
+        client = ApiClient.objects.create(
+            name=name,
+            source=source or name,
+            key_prefix=key[:KEY_PREFIX_LENGTH],
+            key_hash=hash_key(key),
+            scopes=sorted(set(scopes)),
+        )
+        record_governance_event(
+            action="api_client.created",
+            target_type="api_client",
+            target_id=str(client.pk),
+            actor_label=actor_label or "create_api_client",
+            after={"name": name, "scopes": client.scopes, "source": client.source},
+        )
+    return IssuedKey(client=client, key=key)

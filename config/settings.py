@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "drf_spectacular",
     "commerce",
     "rl_engine",
     "governance",
@@ -108,8 +109,30 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "commerce.api.authentication.ApiKeyAuthentication"
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "events": env.str("API_EVENTS_RATE", default="600/minute"),
+        "recommendations": env.str("API_RECOMMENDATIONS_RATE", default="6000/minute"),
+        "catalogue": env.str("API_CATALOGUE_RATE", default="120/minute"),
+    },
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "commerce.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Governed recommender: shop API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": "Recommendations, feedback events and catalogue sync.",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+API_MAX_EVENT_BATCH = env.int("API_MAX_EVENT_BATCH", default=1000)
+# Throttle counters live in the cache: per process by default, shared across
+# processes when CACHE_URL names Redis (e.g. redis://127.0.0.1:6379/1).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 # Celery: with no broker, tasks run in the calling process.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")

@@ -1,0 +1,1 @@
+"""The shop REST API, version 1."""

@@ -1,0 +1,96 @@
+"""Input and output serializers of the shop API."""
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from commerce.models import EventKind
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """A timestamp that must carry its offset; naive times are refused."""
+
+    default_error_messages = {
+        "timezone_required": (
+            "Give the time with its UTC offset, e.g. 2011-11-02T10:15:00Z."
+        )
+    }
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("timezone_required")
+        return super().to_internal_value(value)
+
+
+class FeedbackEventIn(serializers.Serializer):
+    client_event_id = serializers.CharField(max_length=128)
+    kind = serializers.ChoiceField(choices=EventKind.choices)
+    product = serializers.CharField(max_length=128, help_text="the product's SKU")
+    customer = serializers.CharField(
+        max_length=128, required=False, allow_null=True, default=None
+    )
+    session_id = serializers.CharField(
+        max_length=128, required=False, allow_blank=True, default=""
+    )
+    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)
+    value = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="money for purchases and returns, stars for ratings",
+    )
+    occurred_at = AwareDateTimeField()
+    order_id = serializers.CharField(
+        max_length=128, required=False, allow_blank=True, default=""
+    )
+    slate_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+    position = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, allow_null=True, default=None
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs["customer"] and not attrs["session_id"]:
+            raise serializers.ValidationError(
+                {"customer": "Give a customer or a session_id."}, code="required"
+            )
+        if attrs["value"] is not None and attrs["value"] < 0:
+            raise serializers.ValidationError(
+                {"value": "Must not be negative."}, code="min_value"
+            )
+        return attrs
+
+
+class FeedbackBatchIn(serializers.Serializer):
+    # The length is checked before any event is validated.
+    events: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=FeedbackEventIn(),
+        allow_empty=False,
+        max_length=settings.API_MAX_EVENT_BATCH,
+    )
+
+
+class EventOutcomeOut(serializers.Serializer):
+    index = serializers.IntegerField()
+    client_event_id = serializers.CharField()
+    event_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "duplicate"])
+
+
+class FeedbackBatchOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    results = EventOutcomeOut(many=True)
+
+
+class HealthOut(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    checks = serializers.DictField(child=serializers.CharField())

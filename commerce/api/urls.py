@@ -1,0 +1,10 @@
+from django.urls import path
+
+from commerce.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("events", views.EventBatchView.as_view(), name="events"),
+    path("health", views.HealthView.as_view(), name="health"),
+]
