@@ -36,3 +36,19 @@ def store_summary() -> StoreSummary:
         first_event_at=span["first"],
         last_event_at=span["last"],
     )
+
+
+def products_page(
+    *,
+    limit: int,
+    offset: int,
+    updated_since: dt.datetime | None = None,
+    merchant: str | None = None,
+) -> list[Product]:
+    """Return one page of products, oldest change first, for catalogue sync."""
+    products = Product.objects.select_related("merchant").order_by("updated_at", "id")
+    if updated_since is not None:
+        products = products.filter(updated_at__gte=updated_since)
+    if merchant:
+        products = products.filter(merchant__external_id=merchant)
+    return list(products[offset : offset + limit])

@@ -147,7 +147,9 @@ def _store_plan(
     }
 
 
-def _ensure_merchants(external_ids: Any) -> dict[str, int]:
+def _ensure_merchants(
+    external_ids: Any, actor_label: str = "import_transactions"
+) -> dict[str, int]:
     merchant_ids = {}
     for external_id in external_ids:
         merchant, created = Merchant.objects.get_or_create(
@@ -158,7 +160,7 @@ def _ensure_merchants(external_ids: Any) -> dict[str, int]:
                 action="merchant.created",
                 target_type="merchant",
                 target_id=str(merchant.pk),
-                actor_label="import_transactions",
+                actor_label=actor_label,
                 after={"external_id": external_id},
             )
         merchant_ids[external_id] = merchant.pk
@@ -502,3 +504,118 @@ def create_api_client(
             after={"name": name, "scopes": client.scopes, "source": client.source},
         )
     return IssuedKey(client=client, key=key)
+
+
+@dataclass(frozen=True)
+class CatalogueSync:
+    created: int
+    updated: int
+    unchanged: int
+    changed_text: list[int]
+    """Products whose title or description changed (or are new): to embed."""
+
+
+PRODUCT_FIELDS = ("title", "description", "price", "is_active", "in_stock")
+
+
+def sync_products(
+    *, products: list[dict[str, Any]], default_merchant: str, actor_label: str
+) -> CatalogueSync:
+    """Create or update products by (merchant, SKU); report what changed.
+
+    A changed title or description changes the product's text hash, and the
+    product is listed for re-embedding.
+    """
+    with transaction.atomic():
+        merchant_ids = _ensure_merchants(
+            {p.get("merchant") or default_merchant for p in products}, actor_label
+        )
+        keys = {
+            (merchant_ids[p.get("merchant") or default_merchant], p["external_id"])
+            for p in products
+        }
+        existing = {
+            (product.merchant_id, product.external_id): product
+            for product in Product.objects.select_for_update().filter(
+                merchant_id__in={m for m, _ in keys},
+                external_id__in={sku for _, sku in keys},
+            )
+        }
+        created = updated = 0
+        changed_text = []
+        for fields in products:
+            merchant_id = merchant_ids[fields.get("merchant") or default_merchant]
+            product = existing.get((merchant_id, fields["external_id"]))
+            if product is None:
+                product = Product(
+                    merchant_id=merchant_id, external_id=fields["external_id"]
+                )
+                existing[(merchant_id, fields["external_id"])] = product
+                created += 1
+            elif all(getattr(product, name) == fields[name] for name in PRODUCT_FIELDS):
+                continue
+            else:
+                updated += 1
+            old_hash = product.text_hash
+            for name in PRODUCT_FIELDS:
+                setattr(product, name, fields[name])
+            product.save()
+            if product.text_hash != old_hash:
+                changed_text.append(product.pk)
+        record_governance_event(
+            action="catalogue.synced",
+            target_type="catalogue",
+            target_id="products",
+            actor_label=actor_label,
+            after={"created": created, "updated": updated, "received": len(products)},
+        )
+    return CatalogueSync(
+        created=created,
+        updated=updated,
+        unchanged=len(products) - created - updated,
+        changed_text=changed_text,
+    )
+
+
+def sync_customers(
+    *, customers: list[dict[str, Any]], actor_label: str
+) -> tuple[int, int]:
+    """Create or update customers by external id; return (created, updated).
+
+    Group attributes and the consent to use them can change here, so every
+    sync is logged with the ids whose consent changed.
+    """
+    created = updated = 0
+    consent_changed = []
+    with transaction.atomic():
+        consent_before = dict(
+            Customer.objects.filter(
+                external_id__in=[c["external_id"] for c in customers]
+            ).values_list("external_id", "group_attributes_consent")
+        )
+        for fields in customers:
+            _, was_created = Customer.objects.update_or_create(
+                external_id=fields["external_id"],
+                defaults={
+                    "country": fields["country"],
+                    "group_attributes": fields["group_attributes"],
+                    "group_attributes_consent": fields["group_attributes_consent"],
+                },
+            )
+            created += was_created
+            updated += not was_created
+            before = consent_before.get(fields["external_id"])
+            if before is not None and before != fields["group_attributes_consent"]:
+                consent_changed.append(fields["external_id"])
+        record_governance_event(
+            action="customers.synced",
+            target_type="customers",
+            target_id="customers",
+            actor_label=actor_label,
+            after={
+                "created": created,
+                "updated": updated,
+                "consent_changed": consent_changed,
+            },
+        )
+    return created, updated

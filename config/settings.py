@@ -130,6 +130,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 API_MAX_EVENT_BATCH = env.int("API_MAX_EVENT_BATCH", default=1000)
+API_MAX_PRODUCT_BATCH = env.int("API_MAX_PRODUCT_BATCH", default=1000)
 # Throttle counters live in the cache: per process by default, shared across
 # processes when CACHE_URL names Redis (e.g. redis://127.0.0.1:6379/1).
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}

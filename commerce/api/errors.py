@@ -15,7 +15,7 @@ from commerce.errors import CommerceError, InvalidEventsError
 from rl_engine.errors import PolicyError
 
 # Request fields that hold a batch: their errors carry each item's index.
-BATCH_FIELDS = {"events", "products"}
+BATCH_FIELDS = {"events", "products", "customers"}
 
 DRF_CODES = {
     exceptions.ParseError: "malformed_request",

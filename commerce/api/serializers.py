@@ -1,6 +1,7 @@
 """Input and output serializers of the shop API."""
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -94,3 +95,76 @@ class FeedbackBatchOut(serializers.Serializer):
 class HealthOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     checks = serializers.DictField(child=serializers.CharField())
+
+
+class ProductIn(serializers.Serializer):
+    external_id = serializers.CharField(max_length=128, help_text="the SKU")
+    merchant = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="merchant id; default merchant if absent",
+    )
+    title = serializers.CharField(max_length=500)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    price = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        min_value=Decimal(0),
+        allow_null=True,
+        default=None,
+    )
+    is_active = serializers.BooleanField(default=True)
+    in_stock = serializers.BooleanField(default=True)
+
+
+class ProductBatchIn(serializers.Serializer):
+    products: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=ProductIn(), allow_empty=False, max_length=settings.API_MAX_PRODUCT_BATCH
+    )
+
+
+class ProductListQuery(serializers.Serializer):
+    updated_since = serializers.DateTimeField(required=False)
+    merchant = serializers.CharField(required=False, max_length=128)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+class ProductOut(serializers.Serializer):
+    external_id = serializers.CharField()
+    merchant = serializers.CharField(source="merchant.external_id")
+    title = serializers.CharField()
+    description = serializers.CharField()
+    price = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    is_active = serializers.BooleanField()
+    in_stock = serializers.BooleanField()
+    updated_at = serializers.DateTimeField()
+
+
+class ProductSyncOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    queued_for_embedding = serializers.IntegerField()
+
+
+class CustomerIn(serializers.Serializer):
+    external_id = serializers.CharField(max_length=128)
+    country = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
+    group_attributes = serializers.DictField(
+        child=serializers.CharField(max_length=100), required=False, default=dict
+    )
+    group_attributes_consent = serializers.BooleanField(default=False)
+
+
+class CustomerBatchIn(serializers.Serializer):
+    customers: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=CustomerIn(), allow_empty=False, max_length=settings.API_MAX_PRODUCT_BATCH
+    )
+
+
+class CustomerSyncOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()

@@ -6,5 +6,7 @@ app_name = "api"
 
 urlpatterns = [
     path("events", views.EventBatchView.as_view(), name="events"),
+    path("products", views.ProductsView.as_view(), name="products"),
+    path("customers", views.CustomersView.as_view(), name="customers"),
     path("health", views.HealthView.as_view(), name="health"),
 ]

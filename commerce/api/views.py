@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import JSONParser
@@ -13,12 +14,20 @@ from rest_framework.views import APIView
 
 from commerce.api.authentication import HasScope
 from commerce.api.serializers import (
+    CustomerBatchIn,
+    CustomerSyncOut,
     FeedbackBatchIn,
     FeedbackBatchOut,
     HealthOut,
+    ProductBatchIn,
+    ProductListQuery,
+    ProductOut,
+    ProductSyncOut,
 )
 from commerce.models import ApiClient, ApiScope
-from commerce.services import record_feedback_events
+from commerce.selectors import products_page
+from commerce.services import record_feedback_events, sync_customers, sync_products
+from rl_engine.tasks import embed_products
 
 
 class LenientJSONParser(JSONParser):
@@ -87,3 +96,65 @@ def _database_check() -> str:
     except Exception as error:  # any failure means "not reachable" here
         return f"unreachable: {type(error).__name__}"
     return "ok"
+
+
+class ProductsView(APIView):
+    """List the catalogue, or create and update products in bulk by SKU."""
+
+    required_scope = ApiScope.CATALOGUE
+    permission_classes = [HasScope]
+    throttle_scope = "catalogue"
+
+    @extend_schema(
+        parameters=[ProductListQuery],
+        responses={200: ProductOut(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        query = ProductListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        products = products_page(**query.validated_data)
+        return Response(ProductOut(products, many=True).data)
+
+    @extend_schema(request=ProductBatchIn, responses={200: ProductSyncOut})
+    def post(self, request: Request) -> Response:
+        batch = ProductBatchIn(data=request.data)
+        batch.is_valid(raise_exception=True)
+        client = request.auth
+        assert isinstance(client, ApiClient)
+        result = sync_products(
+            products=batch.validated_data["products"],
+            default_merchant=settings.IMPORT_DEFAULT_MERCHANT,
+            actor_label=f"api:{client.name}",
+        )
+        if result.changed_text:
+            transaction.on_commit(embed_products.delay)
+        return Response(
+            ProductSyncOut(
+                {
+                    "created": result.created,
+                    "updated": result.updated,
+                    "unchanged": result.unchanged,
+                    "queued_for_embedding": len(result.changed_text),
+                }
+            ).data
+        )
+
+
+class CustomersView(APIView):
+    """Create or update customers in bulk by their external id."""
+
+    required_scope = ApiScope.CATALOGUE
+    permission_classes = [HasScope]
+    throttle_scope = "catalogue"
+
+    @extend_schema(request=CustomerBatchIn, responses={200: CustomerSyncOut})
+    def post(self, request: Request) -> Response:
+        batch = CustomerBatchIn(data=request.data)
+        batch.is_valid(raise_exception=True)
+        client = request.auth
+        assert isinstance(client, ApiClient)
+        created, updated = sync_customers(
+            customers=batch.validated_data["customers"],
+            actor_label=f"api:{client.name}",
+        )
+        return Response(CustomerSyncOut({"created": created, "updated": updated}).data)
