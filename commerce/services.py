@@ -31,6 +31,7 @@ from commerce.models import (
     Merchant,
     Product,
     ServedSlate,
+    ServedSlateItem,
 )
 from governance.services import record_governance_event
 
@@ -619,3 +620,41 @@ def sync_customers(
             },
         )
     return created, updated
+
+
+@dataclass(frozen=True)
+class ServedItem:
+    product_id: int
+    score: float
+    propensity: float
+    reason: str
+
+
+def log_served_slate(
+    *,
+    customer_id: int | None,
+    session_id: str,
+    context: dict[str, Any],
+    policy_version: str,
+    items: list[ServedItem],
+) -> ServedSlate:
+    """Write a served slate and its items, positions from 1, in one transaction."""
+    with transaction.atomic():
+        slate = ServedSlate.objects.create(
+            customer_id=customer_id,
+            session_id=session_id,
+            context=context,
+            policy_version=policy_version,
+        )
+        ServedSlateItem.objects.bulk_create(
+            ServedSlateItem(
+                slate=slate,
+                product_id=item.product_id,
+                position=position,
+                score=item.score,
+                propensity=item.propensity,
+                reason=item.reason,
+            )
+            for position, item in enumerate(items, start=1)
+        )
+    return slate

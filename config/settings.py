@@ -204,6 +204,20 @@ POLICY_GATE_MIN_NDCG_RATIO = env.float("POLICY_GATE_MIN_NDCG_RATIO", default=1.0
 # protocol's dates mean the shop's local days.
 EVALUATION_TIMEZONE = env.str("EVALUATION_TIMEZONE", default="Europe/London")
 
+# Serving.
+# Seconds between checks of which policy version is live.
+POLICY_RELOAD_SECONDS = env.float("POLICY_RELOAD_SECONDS", default=5.0)
+# Seconds the eligible catalogue and the fallback popularity are cached.
+CATALOGUE_CACHE_SECONDS = env.float("CATALOGUE_CACHE_SECONDS", default=30.0)
+POPULARITY_WINDOW_DAYS = env.int("POPULARITY_WINDOW_DAYS", default=30)
+# "softmax" (Plackett-Luce with a temperature), "epsilon_greedy" or "greedy".
+SERVING_EXPLORATION = env.str("SERVING_EXPLORATION", default="softmax")
+SERVING_TEMPERATURE = env.float("SERVING_TEMPERATURE", default=0.1)
+SERVING_EPSILON = env.float("SERVING_EPSILON", default=0.05)
+# Best-scored eligible products among which exploration samples.
+SERVING_CANDIDATES = env.int("SERVING_CANDIDATES", default=200)
+SERVING_MAX_K = env.int("SERVING_MAX_K", default=100)
+
 # Queues: "cpu" for embedding, evaluation and audits; "training" for workers
 # with a GPU when there is one.
 CELERY_TASK_DEFAULT_QUEUE = "cpu"

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from commerce.models import EventKind
+from commerce.models import EventKind, SlateReason
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -168,3 +168,59 @@ class CustomerBatchIn(serializers.Serializer):
 class CustomerSyncOut(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
+
+
+class SessionIn(serializers.Serializer):
+    id = serializers.CharField(max_length=128)
+    items = serializers.ListField(
+        child=serializers.CharField(max_length=128), max_length=200, default=list
+    )
+
+
+class RecommendationContextIn(serializers.Serializer):
+    country = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    page = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    exclude = serializers.ListField(
+        child=serializers.CharField(max_length=128), max_length=1000, default=list
+    )
+
+
+class RecommendationIn(serializers.Serializer):
+    customer = serializers.CharField(
+        max_length=128, required=False, allow_null=True, default=None
+    )
+    session = SessionIn(required=False, allow_null=True, default=None)
+    k = serializers.IntegerField(
+        min_value=1, max_value=settings.SERVING_MAX_K, default=10
+    )
+    # The request field is named "context"; DRF moves declared fields off the
+    # class, so Serializer.context stays the serializer context.
+    context = RecommendationContextIn(required=False, default=dict)  # type: ignore[assignment]
+    exclude_bought_within_days = serializers.IntegerField(
+        min_value=1, max_value=36500, required=False, allow_null=True, default=None
+    )
+    non_personalised = serializers.BooleanField(
+        default=False,
+        help_text="recommend without profiling: the same popular products for everyone",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs["customer"] and not attrs["session"]:
+            raise serializers.ValidationError(
+                {"customer": "Give a customer or a session."}, code="required"
+            )
+        return attrs
+
+
+class SlateItemOut(serializers.Serializer):
+    product = serializers.CharField()
+    position = serializers.IntegerField()
+    score = serializers.FloatField()
+    propensity = serializers.FloatField()
+    reason = serializers.ChoiceField(choices=SlateReason.choices)
+
+
+class RecommendationOut(serializers.Serializer):
+    slate_id = serializers.UUIDField()
+    policy_version = serializers.CharField(allow_blank=True)
+    items = SlateItemOut(many=True)

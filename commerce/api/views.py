@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from drf_spectacular.utils import extend_schema
@@ -23,10 +24,13 @@ from commerce.api.serializers import (
     ProductListQuery,
     ProductOut,
     ProductSyncOut,
+    RecommendationIn,
+    RecommendationOut,
 )
 from commerce.models import ApiClient, ApiScope
 from commerce.selectors import products_page
 from commerce.services import record_feedback_events, sync_customers, sync_products
+from rl_engine.serving import SlateRequest, recommend
 from rl_engine.tasks import embed_products
 
 
@@ -69,6 +73,61 @@ class EventBatchView(APIView):
             }
         )
         return Response(body.data, status=status.HTTP_200_OK)
+
+
+class RecommendationView(APIView):
+    """Serve a slate of products for a customer or an anonymous session.
+
+    The answer always carries a slate: with no live policy, for a customer
+    with no history, or when ``non_personalised`` is set, the most popular
+    eligible products, each with reason ``fallback``.
+    """
+
+    required_scope = ApiScope.RECOMMENDATIONS
+    permission_classes = [HasScope]
+    throttle_scope = "recommendations"
+
+    @extend_schema(request=RecommendationIn, responses={200: RecommendationOut})
+    def post(self, request: Request) -> Response:
+        query = RecommendationIn(data=request.data)
+        query.is_valid(raise_exception=True)
+        fields = query.validated_data
+        session = fields["session"] or {"id": "", "items": []}
+        context = fields["context"]
+        served = recommend(
+            SlateRequest(
+                customer_external_id=fields["customer"],
+                session_id=session["id"],
+                session_items=session["items"],
+                k=fields["k"],
+                context={k: v for k, v in context.items() if k != "exclude"},
+                exclude=set(context.get("exclude", [])),
+                exclude_bought_within_days=fields["exclude_bought_within_days"],
+                non_personalised=fields["non_personalised"],
+            ),
+            rng=_rng(),
+        )
+        body = RecommendationOut(
+            {
+                "slate_id": served.slate.pk,
+                "policy_version": served.policy_version,
+                "items": [
+                    {
+                        "product": sku,
+                        "position": position,
+                        "score": item.score,
+                        "propensity": item.propensity,
+                        "reason": item.reason,
+                    }
+                    for position, (sku, item) in enumerate(served.items, start=1)
+                ],
+            }
+        )
+        return Response(body.data)
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng()
 
 
 class HealthView(APIView):

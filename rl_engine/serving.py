@@ -1,0 +1,312 @@
+"""The live policy in a serving process, and the reads serving needs.
+
+The live version is loaded once per process and swapped when a promotion or
+rollback changes the live label; the label is checked at most every
+``POLICY_RELOAD_SECONDS``. The eligible catalogue and the popularity used for
+fallbacks are cached the same way.
+"""
+
+import datetime as dt
+import logging
+import threading
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from commerce.models import Customer, EventKind, FeedbackEvent, Product, ServedSlate
+from commerce.services import ServedItem, log_served_slate
+from governance.selectors import slate_constraints
+from rl_engine.core.policy import DQNPolicy
+from rl_engine.core.protocol import ItemVocabulary
+from rl_engine.core.serving import Basket, pick_slate, state_of
+from rl_engine.models import PolicyStatus, PolicyVersion
+from rl_engine.services import load_policy
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Expiring(Generic[T]):
+    """A value recomputed when older than ``seconds``; thread-safe."""
+
+    def __init__(self, compute: Callable[[], T], seconds: Callable[[], float]) -> None:
+        self._compute = compute
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._at = -float("inf")
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None or time.monotonic() - self._at > self._seconds():
+                self._value = self._compute()
+                self._at = time.monotonic()
+            return self._value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    label: str
+    policy: DQNPolicy | None
+
+
+class LivePolicyHolder:
+    """Keeps the live policy of this process, reloading it after a switch."""
+
+    def __init__(self) -> None:
+        self._live = LivePolicy(label="", policy=None)
+        self._label = Expiring(self._live_label, lambda: settings.POLICY_RELOAD_SECONDS)
+        self._lock = threading.Lock()
+
+    def get(self) -> LivePolicy:
+        label = self._label.get()
+        if label != self._live.label:
+            with self._lock:
+                if label != self._live.label:
+                    self._live = self._load(label)
+        return self._live
+
+    def refresh(self) -> None:
+        """Forget the cached label, so the next request checks the registry."""
+        self._label.clear()
+
+    @staticmethod
+    def _live_label() -> str:
+        label = (
+            PolicyVersion.objects.filter(status=PolicyStatus.LIVE)
+            .values_list("label", flat=True)
+            .first()
+        )
+        return label or ""
+
+    @staticmethod
+    def _load(label: str) -> LivePolicy:
+        if not label:
+            return LivePolicy(label="", policy=None)
+        started = time.perf_counter()
+        policy = load_policy(PolicyVersion.objects.get(label=label))
+        policy.network.eval()
+        logger.info(
+            "Loaded live policy %s in %.1f s",
+            label,
+            time.perf_counter() - started,
+            extra={"policy_version": label},
+        )
+        return LivePolicy(label=label, policy=policy)
+
+
+@dataclass(frozen=True)
+class EligibleCatalogue:
+    """Products that may be shown, by SKU: active, in stock, merchant active."""
+
+    product_by_sku: dict[str, int]
+
+    def mask(self, item_ids: np.ndarray) -> np.ndarray:
+        return np.fromiter(
+            (item in self.product_by_sku for item in item_ids),
+            dtype=bool,
+            count=len(item_ids),
+        )
+
+
+def _eligible_catalogue() -> EligibleCatalogue:
+    rows = Product.objects.filter(
+        is_active=True, in_stock=True, merchant__is_active=True
+    ).values_list("external_id", "id")
+    return EligibleCatalogue(product_by_sku=dict(rows))
+
+
+@dataclass(frozen=True)
+class Popularity:
+    """Purchases per SKU over the window before the log's latest purchase."""
+
+    skus: np.ndarray
+    counts: np.ndarray
+
+
+def _popularity() -> Popularity:
+    latest = FeedbackEvent.objects.filter(kind=EventKind.PURCHASE).aggregate(
+        latest=Max("occurred_at")
+    )["latest"]
+    if latest is None:
+        return Popularity(skus=np.array([], dtype=object), counts=np.array([]))
+    since = latest - dt.timedelta(days=settings.POPULARITY_WINDOW_DAYS)
+    rows = (
+        FeedbackEvent.objects.filter(kind=EventKind.PURCHASE, occurred_at__gte=since)
+        .values_list("product__external_id")
+        .annotate(n=Count("order_id", distinct=True))
+        .order_by("-n", "product__external_id")
+    )
+    skus, counts = zip(*rows, strict=True) if rows else ((), ())
+    return Popularity(skus=np.array(skus, dtype=object), counts=np.array(counts, float))
+
+
+live_policy = LivePolicyHolder()
+eligible_catalogue = Expiring(
+    _eligible_catalogue, lambda: settings.CATALOGUE_CACHE_SECONDS
+)
+popularity = Expiring(_popularity, lambda: settings.CATALOGUE_CACHE_SECONDS)
+
+
+def customer_baskets(customer_id: int) -> list[Basket]:
+    """Return the customer's purchase baskets, grouped by order, oldest first."""
+    rows = (
+        FeedbackEvent.objects.filter(customer_id=customer_id, kind=EventKind.PURCHASE)
+        .order_by("occurred_at")
+        .values_list("order_id", "product__external_id", "occurred_at")
+    )
+    baskets: dict[str, tuple[list[str], dt.datetime]] = {}
+    for order, sku, moment in rows:
+        key = order or f"at:{moment.isoformat()}"
+        items, _ = baskets.setdefault(key, ([], moment))
+        items.append(sku)
+    return [
+        Basket(item_ids=items, time=_local(moment))
+        for items, moment in baskets.values()
+    ]
+
+
+def recently_bought(customer_id: int, days: int, now: dt.datetime) -> set[str]:
+    since = now - dt.timedelta(days=days)
+    return set(
+        FeedbackEvent.objects.filter(
+            customer_id=customer_id, kind=EventKind.PURCHASE, occurred_at__gte=since
+        ).values_list("product__external_id", flat=True)
+    )
+
+
+def _local(moment: dt.datetime) -> np.datetime64:
+    """Express a stored time as the policy sees time: naive, in the shop's zone."""
+    local = moment.astimezone(zoneinfo.ZoneInfo(settings.EVALUATION_TIMEZONE))
+    return np.datetime64(local.replace(tzinfo=None), "s")
+
+
+def local_now(now: dt.datetime) -> np.datetime64:
+    return _local(now)
+
+
+@dataclass(frozen=True)
+class SlateRequest:
+    """What the frontend asks: for whom, how many, and what to leave out."""
+
+    customer_external_id: str | None
+    session_id: str
+    session_items: list[str]
+    k: int
+    context: dict[str, Any]
+    exclude: set[str]
+    exclude_bought_within_days: int | None
+    non_personalised: bool
+
+
+@dataclass(frozen=True)
+class ServedSlateView:
+    slate: ServedSlate
+    policy_version: str
+    items: list[tuple[str, ServedItem]]
+
+
+def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlateView:
+    """Serve one slate and log it; fall back to popularity rather than fail.
+
+    The live policy scores every product in one pass; then inactive,
+    out-of-stock, excluded and recently bought products are removed, the
+    governance overrides in force applied, and the slate picked with
+    exploration, each pick's propensity logged. A customer with no history
+    (and no session items), a non-personalised request, or no live policy gets
+    the most popular eligible products, with reason ``fallback``.
+    """
+    now = timezone.now()
+    customer = (
+        Customer.objects.filter(external_id=request.customer_external_id).first()
+        if request.customer_external_id
+        else None
+    )
+    catalogue = eligible_catalogue.get()
+    excluded = set(request.exclude)
+    if customer is not None and request.exclude_bought_within_days:
+        excluded |= recently_bought(
+            customer.pk, request.exclude_bought_within_days, now
+        )
+    constraints = slate_constraints(
+        customer_group=customer.country if customer else None
+    )
+
+    live = live_policy.get()
+    state = None
+    if live.policy is not None and not request.non_personalised:
+        baskets = customer_baskets(customer.pk) if customer is not None else []
+        if request.session_items:
+            baskets.append(Basket(item_ids=request.session_items, time=local_now(now)))
+        state = state_of(
+            live.policy.encode, _vocabulary(live.policy), baskets, local_now(now)
+        )
+
+    if live.policy is not None and state is not None:
+        item_ids = live.policy.item_ids
+        scores = live.policy.q_values(state)[0].astype(np.float64)
+        kind = settings.SERVING_EXPLORATION
+        version = live.label
+    else:
+        ranked = popularity.get()
+        item_ids = ranked.skus
+        scores = ranked.counts.astype(np.float64)
+        kind, version = "greedy", live.label
+    eligible = catalogue.mask(item_ids) & ~np.isin(item_ids, list(excluded))
+    scores, eligible = constraints.apply(item_ids, scores, eligible)
+    slate = pick_slate(
+        scores,
+        eligible,
+        request.k,
+        kind=kind,
+        temperature=settings.SERVING_TEMPERATURE,
+        epsilon=settings.SERVING_EPSILON,
+        candidates=settings.SERVING_CANDIDATES,
+        rng=rng,
+    )
+    personalised = state is not None and live.policy is not None
+    served = [
+        (
+            str(item_ids[index]),
+            ServedItem(
+                product_id=catalogue.product_by_sku[str(item_ids[index])],
+                score=float(score),
+                propensity=float(propensity),
+                reason=reason if personalised else "fallback",
+            ),
+        )
+        for index, score, propensity, reason in zip(
+            slate.items, slate.scores, slate.propensities, slate.reasons, strict=True
+        )
+    ]
+    logged = log_served_slate(
+        customer_id=customer.pk if customer else None,
+        session_id=request.session_id,
+        context={
+            **request.context,
+            "k": request.k,
+            "non_personalised": request.non_personalised,
+            "customer_external_id": request.customer_external_id,
+        },
+        policy_version=version if personalised else "",
+        items=[item for _, item in served],
+    )
+    return ServedSlateView(
+        slate=logged, policy_version=logged.policy_version, items=served
+    )
+
+
+def _vocabulary(policy: DQNPolicy) -> ItemVocabulary:
+    return ItemVocabulary(ids=policy.item_ids)
