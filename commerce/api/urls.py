@@ -10,4 +10,5 @@ urlpatterns = [
     path("products", views.ProductsView.as_view(), name="products"),
     path("customers", views.CustomersView.as_view(), name="customers"),
     path("health", views.HealthView.as_view(), name="health"),
+    path("ready", views.ReadinessView.as_view(), name="ready"),
 ]

@@ -30,7 +30,8 @@ from commerce.api.serializers import (
 from commerce.models import ApiClient, ApiScope
 from commerce.selectors import products_page
 from commerce.services import record_feedback_events, sync_customers, sync_products
-from rl_engine.serving import SlateRequest, recommend
+from config.celery import app as celery_app
+from rl_engine.serving import SlateRequest, live_policy, recommend
 from rl_engine.tasks import embed_products
 
 
@@ -146,6 +147,51 @@ class HealthView(APIView):
             if healthy
             else status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+
+
+class ReadinessView(APIView):
+    """Report whether this process can serve: database, live policy, broker.
+
+    503 until every check passes. With no broker configured, tasks run in
+    process and the broker check passes as ``in-process``.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: HealthOut, 503: HealthOut})
+    def get(self, request: Request) -> Response:
+        checks = {
+            "database": _database_check(),
+            "policy": _policy_check(),
+            "broker": _broker_check(),
+        }
+        ready = checks["database"] == "ok" and not any(
+            value.startswith(("unreachable", "none")) for value in checks.values()
+        )
+        return Response(
+            {"status": "ok" if ready else "degraded", "checks": checks},
+            status=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+
+def _policy_check() -> str:
+    try:
+        live = live_policy.get()
+    except Exception as error:  # a missing or corrupt artifact
+        return f"unreachable: {type(error).__name__}"
+    return f"loaded {live.label}" if live.policy is not None else "none (fallback)"
+
+
+def _broker_check() -> str:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "in-process"
+    try:
+        with celery_app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception as error:  # any failure means "not reachable" here
+        return f"unreachable: {type(error).__name__}"
+    return "ok"
 
 
 def _database_check() -> str:

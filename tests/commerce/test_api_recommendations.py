@@ -208,3 +208,21 @@ def test_bad_requests_are_refused(client, headers, store, body, field):
     assert response.status_code == 400
     assert response.json()["error"]["details"][0]["field"] == field
     assert ServedSlate.objects.count() == 0
+
+
+def test_readiness_needs_a_live_policy(client, store):
+    not_ready = client.get("/api/v1/ready")
+
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"] == {
+        "database": "ok",
+        "policy": "none (fallback)",
+        "broker": "in-process",
+    }
+
+
+def test_readiness_reports_the_loaded_policy(client, live):
+    ready = client.get("/api/v1/ready")
+
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["policy"] == f"loaded {live.label}"
