@@ -1,0 +1,67 @@
+"""replay_traffic against a live server, on the real first week."""
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+
+from commerce.models import ApiScope, FeedbackEvent, ServedSlate
+from commerce.services import create_api_client
+from rl_engine.services import promote_policy, train_policy_version
+from rl_engine.serving import eligible_catalogue, live_policy, popularity
+
+SMALL = {
+    "epochs": 1,
+    "batch_size": 64,
+    "max_actions": 16,
+    "policy": {"hidden": 8, "sequence_length": 10, "max_history_items": 32},
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replay_serves_a_slate_per_invoice_and_stores_every_event(
+    live_server, import_file, first_week_path, settings, tmp_path, capsys
+):
+    settings.POLICY_ARTIFACT_DIR = tmp_path / "policies"
+    settings.POLICY_RELOAD_SECONDS = 0
+    import_file(first_week_path)
+    version = train_policy_version(
+        before=dt.datetime(2010, 12, 6), config_overrides=SMALL
+    )
+    promote_policy(version=version, actor=None, reason="test", force=True)
+    for cache in (eligible_catalogue, popularity):
+        cache.clear()
+    live_policy.refresh()
+    key = create_api_client(
+        name="replay", scopes=[ApiScope.RECOMMENDATIONS, ApiScope.EVENTS]
+    ).key
+
+    call_command(
+        "replay_traffic",
+        "--url",
+        f"{live_server.url}/api/v1",
+        "--key",
+        key,
+        "--since",
+        "2010-12-06",
+        "--limit",
+        "15",
+        "--concurrency",
+        "2",
+        verbosity=0,
+    )
+
+    printed = capsys.readouterr().out
+    assert "Replayed 15 invoices" in printed
+    assert "server errors (5xx)" in printed
+    assert ServedSlate.objects.filter(policy_version=version.label).count() == 15
+    impressions = FeedbackEvent.objects.filter(source="replay", kind="impression")
+    assert impressions.count() == 15 * 10
+    assert impressions.filter(slate__isnull=False).count() == 150
+    purchases = FeedbackEvent.objects.filter(source="replay", kind="purchase")
+    original = FeedbackEvent.objects.filter(
+        source="online-retail",
+        kind="purchase",
+        order_id__in=purchases.values("order_id"),
+    )
+    assert purchases.count() == original.count() > 0
