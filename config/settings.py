@@ -128,6 +128,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "DESCRIPTION": "Recommendations, feedback events and catalogue sync.",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its Swagger UI describe the API; reading them needs no key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
 }
 API_MAX_EVENT_BATCH = env.int("API_MAX_EVENT_BATCH", default=1000)
 API_MAX_PRODUCT_BATCH = env.int("API_MAX_PRODUCT_BATCH", default=1000)
