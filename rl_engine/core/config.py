@@ -82,6 +82,9 @@ class TrainingConfig:
     Q of the logged actions."""
     max_grad_norm: float = 5.0
     """Global gradient-norm clip."""
+    min_history: int = 1
+    """Earlier baskets a state needs to be trained on; longer histories look
+    more like the customers a policy serves."""
     max_actions: int = 128
     """Logged actions kept per state; larger baskets are subsampled."""
     device: str | None = None

@@ -204,6 +204,7 @@ def train_policy(
         max_actions=config.max_actions,
         returned=returned,
         seed=config.seed,
+        min_history=config.min_history,
     )
     buffer = ReplayBuffer(capacity=max(len(transitions), 1))
     buffer.add(transitions)

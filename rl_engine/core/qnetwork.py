@@ -103,9 +103,16 @@ class QNetwork(nn.Module):
         )
         self.repeat_linear = nn.Linear(len(REPEAT_FEATURES), 1, bias=False)
         self.repeat_head = nn.Sequential(
-            nn.Linear(len(REPEAT_FEATURES), 32), nn.ReLU(), nn.Linear(32, 1)
+            nn.Linear(len(REPEAT_FEATURES) + len(CONTEXT_FEATURES), 32),
+            nn.ReLU(),
+            nn.Linear(32, 1),
         )
+        # Log-scales of the co-occurrence and repeat parts per state, from the
+        # context: how much a customer repeats depends on how long they stayed.
+        self.gate = nn.Linear(len(CONTEXT_FEATURES), 2)
         with torch.no_grad():
+            self.gate.weight.zero_()
+            self.gate.bias.zero_()
             for last in (self.state_head[-1], self.cooc_head[-1], self.repeat_head[-1]):
                 last.weight.zero_()
                 last.bias.zero_()
@@ -208,15 +215,21 @@ class QNetwork(nn.Module):
 
         if features is None:
             features = self.candidate_features(states)
-        cooc = self.cooc_linear(features) + self.cooc_head(features)
-        q = q + cooc.squeeze(-1)
+        context = states["context"]
+        scales = self.gate(context).exp()
+        cooc = (self.cooc_linear(features) + self.cooc_head(features)).squeeze(-1)
+        q = q + cooc * scales[:, :1]
 
         history_items = states["history_items"]
         repeat_inputs = states["repeat_features"]
-        zero = torch.zeros(1, len(REPEAT_FEATURES), device=repeat_inputs.device)
-        repeat = self.repeat_linear(repeat_inputs) + self.repeat_head(repeat_inputs)
-        repeat = repeat.squeeze(-1) - self.repeat_head(zero).squeeze(-1)
-        repeat = repeat * (history_items < self.n_items)
+        slots = repeat_inputs.shape[1]
+        head_inputs = torch.cat(
+            [repeat_inputs, context.unsqueeze(1).expand(-1, slots, -1)], dim=-1
+        )
+        baseline = torch.cat([torch.zeros_like(repeat_inputs[:, 0]), context], dim=1)
+        repeat = self.repeat_linear(repeat_inputs) + self.repeat_head(head_inputs)
+        repeat = repeat.squeeze(-1) - self.repeat_head(baseline)
+        repeat = repeat * scales[:, 1:] * (history_items < self.n_items)
         padded = torch.zeros(len(q), self.n_items + 1, device=q.device, dtype=q.dtype)
         padded.scatter_add_(1, history_items, repeat)
         return q + padded[:, : self.n_items]

@@ -71,11 +71,13 @@ def build_transitions(
     max_actions: int,
     returned: sp.csr_array | None = None,
     seed: int = 0,
+    min_history: int = 1,
 ) -> TransitionBatch:
     """Build the transitions of every basket strictly before ``before``.
 
     ``returned`` is an optional (log baskets x items) matrix, non-zero where
-    the basket's product was later returned.
+    the basket's product was later returned. Only states with at least
+    ``min_history`` earlier baskets are kept; their next states need not be.
     """
     steps = build_cases(log, Period(name="fit", start=None, end=before), "all")
     states = encode_states(
@@ -87,12 +89,13 @@ def build_transitions(
     next_step = _next_step_of_customer(steps)
     done = (next_step < 0).astype(np.float32)
     next_states = states.take(np.where(next_step >= 0, next_step, np.arange(len(done))))
+    kept = np.flatnonzero(np.diff(steps.history.indptr) >= min_history)
     return TransitionBatch(
-        states=states,
-        actions=actions,
-        rewards=action_rewards,
-        next_states=next_states,
-        done=done,
+        states=states.take(kept),
+        actions=actions[kept],
+        rewards=action_rewards[kept],
+        next_states=next_states.take(kept),
+        done=done[kept],
     )
 
 
