@@ -23,17 +23,11 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import bootstrap
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-
-import django  # noqa: E402
-
-django.setup()
+bootstrap.setup()
 
 from commerce.models import ApiClient, ApiScope, Customer, EventKind, FeedbackEvent  # noqa: E402
 from commerce.services import create_api_client  # noqa: E402
@@ -60,10 +54,12 @@ def main() -> None:
     product = FeedbackEvent.objects.values_list(
         "product__external_id", flat=True
     ).first()
+    if product is None:
+        sys.exit("The store holds no events: run scripts/main-job.sh first.")
 
     server = subprocess.Popen(
         [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            str(bootstrap.ROOT / ".venv" / "bin" / "gunicorn"),
             "config.wsgi",
             "--bind",
             f"127.0.0.1:{PORT}",
@@ -74,7 +70,7 @@ def main() -> None:
             "--log-level",
             "warning",
         ],
-        cwd=ROOT,
+        cwd=bootstrap.ROOT,
     )
     try:
         wait_until_up()

@@ -11,18 +11,11 @@ DATABASE_URL is set), migrates it, and prints in one run:
 """
 
 import io
-import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import bootstrap
 
-import django  # noqa: E402
-
-django.setup()
+bootstrap.setup()
 
 from django.conf import settings  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
@@ -34,7 +27,7 @@ from commerce.importers.transactions import (  # noqa: E402
 )
 from commerce.services import import_transactions  # noqa: E402
 
-DATA = ROOT / "data" / "online-retail" / "online_retail.csv.gz"
+DATA = bootstrap.ONLINE_RETAIL
 
 
 def main() -> None:
@@ -42,9 +35,7 @@ def main() -> None:
     code_filter = ProductCodeFilter.of(
         settings.IMPORT_NON_PRODUCT_CODES, settings.IMPORT_NON_PRODUCT_PREFIXES
     )
-    original_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with bootstrap.scratch_database():
         started = time.perf_counter()
         plan = plan_transactions(
             DATA, layout=layout, code_filter=code_filter, default_merchant="default"
@@ -76,8 +67,6 @@ def main() -> None:
                 default_merchant="default",
             )
             timings[label] = (time.perf_counter() - started, result.counts)
-    finally:
-        connection.creation.destroy_test_db(original_name, verbosity=0)
 
     rows = plan.counts["rows_read"]
     print(f"Online Retail: {rows:,} lines, {len(plan.events):,} events")

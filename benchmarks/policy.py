@@ -12,22 +12,15 @@ prints, in one run:
 """
 
 import datetime as dt
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import bootstrap
 
-import django  # noqa: E402
-
-django.setup()
+bootstrap.setup()
 
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
 
 from commerce.importers.transactions import (  # noqa: E402
     ProductCodeFilter,
@@ -44,16 +37,12 @@ from rl_engine.services import (  # noqa: E402
     train_policy_version,
 )
 
-DATA = ROOT / "data" / "online-retail" / "online_retail.csv.gz"
-
 
 def main() -> None:
     settings.POLICY_ARTIFACT_DIR = Path(tempfile.mkdtemp(prefix="policy-bench-"))
-    original_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with bootstrap.scratch_database():
         import_transactions(
-            path=DATA,
+            path=bootstrap.ONLINE_RETAIL,
             layout=TransactionLayout.online_retail(),
             code_filter=ProductCodeFilter.of(
                 settings.IMPORT_NON_PRODUCT_CODES, settings.IMPORT_NON_PRODUCT_PREFIXES
@@ -62,8 +51,6 @@ def main() -> None:
             default_merchant="default",
         )
         run()
-    finally:
-        connection.creation.destroy_test_db(original_name, verbosity=0)
 
 
 def run() -> None:
