@@ -62,13 +62,13 @@ class TrainingConfig:
     """Seed of every random generator."""
     deterministic: bool = False
     """Use deterministic kernels and one thread, for tests that compare runs."""
-    epochs: int = 12
+    epochs: int = 4
     """Passes over the replay buffer."""
     batch_size: int = 128
     """States per gradient step."""
     learning_rate: float = 2e-3
     """Adam step size."""
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-3
     """Adam L2 penalty."""
     gamma: float = 0.5
     """Discount of the next state's value."""
@@ -77,14 +77,23 @@ class TrainingConfig:
     1.0 makes it a hard copy every ``target_update_every`` steps."""
     target_update_every: int = 1
     """Gradient steps between target-network updates."""
-    cql_alpha: float = 1.0
+    cql_alpha: float = 10.0
     """Weight of the CQL(H) penalty: logsumexp of Q over the whole catalogue minus
     Q of the logged actions."""
+    cql_repeat_weight: float = 30.0
+    """Weight in the CQL logged mean of repeat actions (bought before); new weigh 1."""
+    cql_new_alpha: float = 2.5
+    """Weight of a second CQL term over only the products a state never bought."""
+    cql_history_alpha: float = 1.0
+    """Weight of a third CQL term over only the products a state bought before."""
+    cql_temperature: float = 1.0
+    """Temperature of the CQL log-sum-exp over the catalogue; 1 is plain CQL(H)."""
+    average_decay: float = 0.99
+    """Decay of a moving average of the online weights served; 0: last weights."""
     max_grad_norm: float = 5.0
     """Global gradient-norm clip."""
     min_history: int = 1
-    """Earlier baskets a state needs to be trained on; longer histories look
-    more like the customers a policy serves."""
+    """Fewest earlier baskets of a state trained on (served customers have many)."""
     max_actions: int = 128
     """Logged actions kept per state; larger baskets are subsampled."""
     device: str | None = None

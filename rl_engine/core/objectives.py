@@ -44,3 +44,30 @@ def cql_penalty(
     """Mean over states of logsumexp_a Q(s, a) minus the mean logged Q(s, a)."""
     logged = (q_taken * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     return (torch.logsumexp(q_all, dim=1) - logged).mean()
+
+
+def weighted_cql_penalty(
+    q_all: torch.Tensor,
+    q_taken: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float = 1.0,
+    excluded: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CQL(H) with a tempered log-sum-exp and weighted logged actions.
+
+    Mean over states of ``temperature * logsumexp(Q / temperature)`` minus the
+    ``weights``-weighted mean of the logged Q-values. ``weights`` is zero on
+    padding; with unit weights and temperature 1 it equals :func:`cql_penalty`.
+    ``excluded`` (batch, products), when given, drops products from the
+    log-sum-exp, so the penalty ranks only the remaining ones; states whose
+    weights are all zero do not count.
+    """
+    total = weights.sum(dim=1)
+    logged = (q_taken * weights).sum(dim=1) / total.clamp(min=1e-6)
+    scaled = q_all / temperature
+    if excluded is not None:
+        scaled = scaled.masked_fill(excluded, -1e9)
+    soft_max = temperature * torch.logsumexp(scaled, dim=1)
+    counted = (total > 0).float()
+    gaps = torch.where(total > 0, soft_max - logged, torch.zeros_like(logged))
+    return gaps.sum() / counted.sum().clamp(min=1.0)

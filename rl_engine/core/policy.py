@@ -231,7 +231,7 @@ def train_policy(
     )
     history = trainer.fit(buffer, on_epoch=on_epoch)
     return DQNPolicy(
-        network=trainer.online,
+        network=trainer.policy_network(),
         item_ids=log.vocabulary.ids,
         popularity=popularity,
         config=config,

@@ -1,18 +1,25 @@
 """The Q-network: Q(s, a) for every product of the catalogue in one pass.
 
-Q(s, a) = <state(s), item(a)> + bias(a) + cooc(s, a) + repeat(s, a)
+Q(s, a) = <state(s), item(a)> + bias(a) + g_c(s) cooc(s, a) + g_r(s) repeat(s, a)
 
 - ``item(a)`` is the product's text vector (from the BERT-family encoder,
   frozen) projected to the model width, plus a learned per-product embedding.
 - ``state(s)`` is a GRU over the customer's recent history items and their
-  ages, mixed with context numbers.
+  ages, mixed with context numbers; its last layer starts at zero.
 - ``cooc(s, a)`` reads, for every candidate, its co-occurrence with the items
-  of the customer's last baskets and its recent popularity.
+  of the customer's last baskets, last basket and whole history (each over the
+  state's own maximum, as item-kNN ranks) and its 30- and 7-day popularity.
 - ``repeat(s, a)`` reads, for the products the customer bought before, how
-  often and how recently: about half of a wholesale basket is repeat buying.
+  often, how recently and how regularly: about half of a wholesale basket is
+  repeat buying.
+- ``g_c(s)`` and ``g_r(s)`` are positive scales from the context, so the
+  balance of repeat and new products follows the history's length.
 
-Scoring the catalogue is one (states x width) by (width x products) product plus
-sparse corrections, so it stays linear in the catalogue size.
+Both heads are a linear part, started at the blend baseline's weights (repeat
+share, kNN over its maximum, popularity), plus a zero-started MLP, so training
+starts near the blend and learns corrections. Scoring the catalogue is one
+(states x width) by (width x products) product plus a sparse-by-dense
+co-occurrence product, so it stays linear in the catalogue size.
 """
 
 import warnings
@@ -45,6 +52,13 @@ the state's own maximum, as the item-kNN baseline ranks."""
 
 class QNetwork(nn.Module):
     """Q-values over ``n_items`` products; item index ``n_items`` is padding."""
+
+    text: torch.Tensor
+    similarity_indices: torch.Tensor
+    similarity_values: torch.Tensor
+    similarity_dense: torch.Tensor
+    popularity: torch.Tensor
+    popularity_week: torch.Tensor
 
     def __init__(
         self,
@@ -113,7 +127,9 @@ class QNetwork(nn.Module):
         with torch.no_grad():
             self.gate.weight.zero_()
             self.gate.bias.zero_()
-            for last in (self.state_head[-1], self.cooc_head[-1], self.repeat_head[-1]):
+            for head in (self.state_head, self.cooc_head, self.repeat_head):
+                last = head[-1]
+                assert isinstance(last, nn.Linear)
                 last.weight.zero_()
                 last.bias.zero_()
             self.cooc_linear.weight.zero_()
@@ -247,7 +263,10 @@ def _row_peak(scores: torch.Tensor) -> torch.Tensor:
 
 def top_neighbours(similarity: np.ndarray | sp.csr_array, k: int) -> sp.csr_array:
     """Keep each item's ``k`` most similar items (rows), as a sparse matrix."""
-    dense = similarity.toarray() if sp.issparse(similarity) else np.asarray(similarity)
+    if isinstance(similarity, np.ndarray):
+        dense = np.asarray(similarity)
+    else:
+        dense = similarity.toarray()
     k = min(k, dense.shape[1])
     top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
     rows = np.repeat(np.arange(dense.shape[0]), k)

@@ -255,9 +255,9 @@ def _repeat_features(
     size = n * width
     last_3 = np.bincount(slot, weights=back < 3, minlength=size).reshape(n, width)
     last_10 = np.bincount(slot, weights=back < 10, minlength=size).reshape(n, width)
-    first_age = np.zeros(size)
-    np.maximum.at(first_age, slot, ages[kept])
-    first_age = first_age.reshape(n, width)
+    first_flat = np.zeros(size)
+    np.maximum.at(first_flat, slot, ages[kept])
+    first_age = first_flat.reshape(n, width)
 
     finite_last = np.where(present, last_age, 0.0)
     repeated = present & (counts > 1)

@@ -22,7 +22,12 @@ import torch
 from torch import nn
 
 from rl_engine.core.config import TrainingConfig
-from rl_engine.core.objectives import cql_penalty, double_dqn_targets, td_loss
+from rl_engine.core.objectives import (
+    cql_penalty,
+    double_dqn_targets,
+    td_loss,
+    weighted_cql_penalty,
+)
 from rl_engine.core.qnetwork import QNetwork
 from rl_engine.core.replay import ReplayBuffer
 from rl_engine.core.states import StateBatch
@@ -74,6 +79,12 @@ class DQNTrainer:
         self.online = network.to(device)
         self.target = copy.deepcopy(network).to(device)
         self.target.requires_grad_(False)
+        # Optional slow average of the online weights: the policy that is kept,
+        # which smooths the epoch-to-epoch noise of the last online weights.
+        self.average: QNetwork | None = None
+        if config.average_decay > 0:
+            self.average = copy.deepcopy(network).to(device)
+            self.average.requires_grad_(False)
         self.optimizer = torch.optim.Adam(
             self.online.parameters(),
             lr=config.learning_rate,
@@ -137,7 +148,9 @@ class DQNTrainer:
                 gamma=self.config.gamma,
             )
         loss_td = td_loss(q_taken, targets, mask)
-        loss_cql = cql_penalty(q_all, q_taken, mask)
+        loss_cql = self._conservative_penalty(
+            states, q_all, q_taken, safe_actions, mask
+        )
         loss = loss_td + self.config.cql_alpha * loss_cql
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -149,6 +162,7 @@ class DQNTrainer:
         self.progress.step += 1
         if self.progress.step % self.config.target_update_every == 0:
             self.update_target()
+        self.update_average()
         return {
             "loss/td": loss_td.item(),
             "loss/cql": loss_cql.item(),
@@ -159,6 +173,54 @@ class DQNTrainer:
             "grad/norm": float(grad_norm),
         }
 
+    def _conservative_penalty(
+        self,
+        states: dict[str, torch.Tensor],
+        q_all: torch.Tensor,
+        q_taken: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """CQL(H); optionally repeat-weighted, tempered, plus a new-products term."""
+        config = self.config
+        plain = (
+            config.cql_repeat_weight == 1.0
+            and config.cql_temperature == 1.0
+            and config.cql_new_alpha == 0.0
+            and config.cql_history_alpha == 0.0
+        )
+        if plain:
+            return cql_penalty(q_all, q_taken, mask)
+        history = states["history_items"]
+        bought_before = (actions.unsqueeze(2) == history.unsqueeze(1)).any(2).float()
+        weights = mask * (1.0 + (config.cql_repeat_weight - 1.0) * bought_before)
+        penalty = weighted_cql_penalty(q_all, q_taken, weights, config.cql_temperature)
+        if config.cql_new_alpha == 0.0 and config.cql_history_alpha == 0.0:
+            return penalty
+        n_items = q_all.shape[1]
+        seen = torch.zeros(
+            len(q_all), n_items + 1, dtype=torch.bool, device=q_all.device
+        )
+        seen.scatter_(1, history, True)
+        seen = seen[:, :n_items]
+        if config.cql_history_alpha > 0:
+            penalty = penalty + config.cql_history_alpha * weighted_cql_penalty(
+                q_all,
+                q_taken,
+                mask * bought_before,
+                config.cql_temperature,
+                excluded=~seen,
+            )
+        if config.cql_new_alpha > 0:
+            penalty = penalty + config.cql_new_alpha * weighted_cql_penalty(
+                q_all,
+                q_taken,
+                mask * (1.0 - bought_before),
+                config.cql_temperature,
+                excluded=seen,
+            )
+        return penalty
+
     @torch.no_grad()
     def update_target(self) -> None:
         """Blend the online weights into the target network (copy when polyak=1)."""
@@ -168,12 +230,28 @@ class DQNTrainer:
         ):
             target.mul_(1.0 - tau).add_(online, alpha=tau)
 
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """Move the kept average of the online weights one step towards them."""
+        if self.average is None:
+            return
+        keep = self.config.average_decay
+        for average, online in zip(
+            self.average.parameters(), self.online.parameters(), strict=True
+        ):
+            average.mul_(keep).add_(online, alpha=1.0 - keep)
+
+    def policy_network(self) -> QNetwork:
+        """Return the network to serve: the weight average if kept, else online."""
+        return self.online if self.average is None else self.average
+
     def save_checkpoint(self, path: Path) -> None:
         """Write the checkpoint atomically: a crash leaves the previous one."""
         state = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "average": None if self.average is None else self.average.state_dict(),
             "epoch": self.progress.epoch,
             "step": self.progress.step,
             "history": self.progress.history,
@@ -187,6 +265,8 @@ class DQNTrainer:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None and state.get("average") is not None:
+            self.average.load_state_dict(state["average"])
         self.progress = TrainingProgress(
             epoch=state["epoch"], step=state["step"], history=state["history"]
         )
