@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,17 +99,28 @@ def test_training_task_runs_on_a_worker_and_registers_a_version(
     import_file, first_week_path, worker
 ):
     import_file(first_week_path)
-    app.control.purge()
 
-    result = train_policy.apply_async(
-        kwargs={"before": "2010-12-06T00:00:00", "config_overrides": SMALL}
-    )
-    try:
-        label = result.get(timeout=240)
-    except Exception:
-        worker.terminate()
-        output = worker.communicate(timeout=20)[0]
-        pytest.fail(f"the training task failed on the worker:\n{output[-4000:]}")
+    # An explicit connection: the app's producer pool may have been opened
+    # for the default broker while an earlier test ran tasks in-process.
+    with (
+        app.connection_for_write(BROKER) as connection,
+        connection.Producer() as producer,
+    ):
+        app.control.purge(connection=connection)
+        train_policy.apply_async(
+            kwargs={"before": "2010-12-06T00:00:00", "config_overrides": SMALL},
+            producer=producer,
+        )
+
+    # The worker writes the version row when the task is done.
+    deadline = time.monotonic() + 240
+    while not PolicyVersion.objects.exists():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.terminate()
+            output = worker.communicate(timeout=20)[0]
+            pytest.fail(f"no version was registered; worker output:\n{output[-4000:]}")
+        time.sleep(0.5)
+    label = PolicyVersion.objects.get().label
 
     version = PolicyVersion.objects.get(label=label)
     assert version.status == PolicyStatus.CANDIDATE
