@@ -41,7 +41,21 @@ class LenientJSONParser(JSONParser):
     strict = False
 
 
-class EventBatchView(APIView):
+class ClientView(APIView):
+    """A view for API clients: the key must carry ``required_scope``."""
+
+    permission_classes = [HasScope]
+    required_scope: str
+
+    @property
+    def api_client(self) -> ApiClient:
+        client = self.request.auth
+        if not isinstance(client, ApiClient):  # HasScope lets only clients in
+            raise TypeError("ClientView served a request without an API client")
+        return client
+
+
+class EventBatchView(ClientView):
     """Record a batch of feedback events.
 
     All or nothing: if any event is invalid (a bad field, an unknown product,
@@ -52,7 +66,6 @@ class EventBatchView(APIView):
     """
 
     required_scope = ApiScope.EVENTS
-    permission_classes = [HasScope]
     parser_classes = [LenientJSONParser]
     throttle_scope = "events"
 
@@ -60,10 +73,8 @@ class EventBatchView(APIView):
     def post(self, request: Request) -> Response:
         batch = FeedbackBatchIn(data=request.data)
         batch.is_valid(raise_exception=True)
-        client = request.auth
-        assert isinstance(client, ApiClient)  # HasScope let only clients in
         outcomes = record_feedback_events(
-            source=client.source, events=batch.validated_data["events"]
+            source=self.api_client.source, events=batch.validated_data["events"]
         )
         created = sum(outcome.status == "created" for outcome in outcomes)
         body = FeedbackBatchOut(
@@ -76,7 +87,7 @@ class EventBatchView(APIView):
         return Response(body.data, status=status.HTTP_200_OK)
 
 
-class RecommendationView(APIView):
+class RecommendationView(ClientView):
     """Serve a slate of products for a customer or an anonymous session.
 
     The answer always carries a slate: with no live policy, for a customer
@@ -85,7 +96,6 @@ class RecommendationView(APIView):
     """
 
     required_scope = ApiScope.RECOMMENDATIONS
-    permission_classes = [HasScope]
     throttle_scope = "recommendations"
 
     @extend_schema(request=RecommendationIn, responses={200: RecommendationOut})
@@ -203,11 +213,10 @@ def _database_check() -> str:
     return "ok"
 
 
-class ProductsView(APIView):
+class ProductsView(ClientView):
     """List the catalogue, or create and update products in bulk by SKU."""
 
     required_scope = ApiScope.CATALOGUE
-    permission_classes = [HasScope]
     throttle_scope = "catalogue"
 
     @extend_schema(
@@ -224,12 +233,10 @@ class ProductsView(APIView):
     def post(self, request: Request) -> Response:
         batch = ProductBatchIn(data=request.data)
         batch.is_valid(raise_exception=True)
-        client = request.auth
-        assert isinstance(client, ApiClient)
         result = sync_products(
             products=batch.validated_data["products"],
             default_merchant=settings.IMPORT_DEFAULT_MERCHANT,
-            actor_label=f"api:{client.name}",
+            actor_label=f"api:{self.api_client.name}",
         )
         if result.changed_text:
             transaction.on_commit(embed_products.delay)
@@ -245,21 +252,18 @@ class ProductsView(APIView):
         )
 
 
-class CustomersView(APIView):
+class CustomersView(ClientView):
     """Create or update customers in bulk by their external id."""
 
     required_scope = ApiScope.CATALOGUE
-    permission_classes = [HasScope]
     throttle_scope = "catalogue"
 
     @extend_schema(request=CustomerBatchIn, responses={200: CustomerSyncOut})
     def post(self, request: Request) -> Response:
         batch = CustomerBatchIn(data=request.data)
         batch.is_valid(raise_exception=True)
-        client = request.auth
-        assert isinstance(client, ApiClient)
         created, updated = sync_customers(
             customers=batch.validated_data["customers"],
-            actor_label=f"api:{client.name}",
+            actor_label=f"api:{self.api_client.name}",
         )
         return Response(CustomerSyncOut({"created": created, "updated": updated}).data)
