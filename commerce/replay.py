@@ -143,6 +143,8 @@ class TrafficReplayer:
                 "customer": invoice.customer,
                 "k": self.k,
                 "context": {"country": invoice.country},
+                # The store already holds this invoice: serve from before it.
+                "as_of": invoice.occurred_at.isoformat(),
             },
         )
         outcome.latencies_ms.append((time.perf_counter() - started) * 1000)

@@ -160,10 +160,12 @@ eligible_catalogue = Expiring(
 popularity = Expiring(_popularity, lambda: settings.CATALOGUE_CACHE_SECONDS)
 
 
-def customer_baskets(customer_id: int) -> list[Basket]:
-    """Return the customer's purchase baskets, grouped by order, oldest first."""
+def customer_baskets(customer_id: int, before: dt.datetime) -> list[Basket]:
+    """Return the customer's purchase baskets before a moment, oldest first."""
     rows = (
-        FeedbackEvent.objects.filter(customer_id=customer_id, kind=EventKind.PURCHASE)
+        FeedbackEvent.objects.filter(
+            customer_id=customer_id, kind=EventKind.PURCHASE, occurred_at__lt=before
+        )
         .order_by("occurred_at")
         .values_list("order_id", "product__external_id", "occurred_at")
     )
@@ -182,7 +184,10 @@ def recently_bought(customer_id: int, days: int, now: dt.datetime) -> set[str]:
     since = now - dt.timedelta(days=days)
     return set(
         FeedbackEvent.objects.filter(
-            customer_id=customer_id, kind=EventKind.PURCHASE, occurred_at__gte=since
+            customer_id=customer_id,
+            kind=EventKind.PURCHASE,
+            occurred_at__gte=since,
+            occurred_at__lt=now,
         ).values_list("product__external_id", flat=True)
     )
 
@@ -209,6 +214,8 @@ class SlateRequest:
     exclude: set[str]
     exclude_bought_within_days: int | None
     non_personalised: bool
+    as_of: dt.datetime | None = None
+    """Serve as at this moment: only history before it counts (replays)."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +235,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
     (and no session items), a non-personalised request, or no live policy gets
     the most popular eligible products, with reason ``fallback``.
     """
-    now = timezone.now()
+    now = request.as_of or timezone.now()
     customer = (
         Customer.objects.filter(external_id=request.customer_external_id).first()
         if request.customer_external_id
@@ -247,7 +254,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
     live = live_policy.get()
     state = None
     if live.policy is not None and not request.non_personalised:
-        baskets = customer_baskets(customer.pk) if customer is not None else []
+        baskets = customer_baskets(customer.pk, now) if customer is not None else []
         if request.session_items:
             baskets.append(Basket(item_ids=request.session_items, time=local_now(now)))
         state = state_of(
@@ -299,6 +306,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
             "k": request.k,
             "non_personalised": request.non_personalised,
             "customer_external_id": request.customer_external_id,
+            **({"as_of": request.as_of.isoformat()} if request.as_of else {}),
         },
         policy_version=version if personalised else "",
         items=[item for _, item in served],

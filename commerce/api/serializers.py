@@ -199,6 +199,13 @@ class RecommendationIn(serializers.Serializer):
     exclude_bought_within_days = serializers.IntegerField(
         min_value=1, max_value=36500, required=False, allow_null=True, default=None
     )
+    as_of = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="serve as at this moment, from the history before it "
+        "(for replays and backtests); default: now",
+    )
     non_personalised = serializers.BooleanField(
         default=False,
         help_text="recommend without profiling: the same popular products for everyone",

@@ -115,6 +115,7 @@ class RecommendationView(ClientView):
                 exclude=set(context.get("exclude", [])),
                 exclude_bought_within_days=fields["exclude_bought_within_days"],
                 non_personalised=fields["non_personalised"],
+                as_of=fields["as_of"],
             ),
             rng=_rng(),
         )

@@ -226,3 +226,28 @@ def test_readiness_reports_the_loaded_policy(client, live):
 
     assert ready.status_code == 200
     assert ready.json()["checks"]["policy"] == f"loaded {live.label}"
+
+
+def test_as_of_serves_from_the_history_before_that_moment(client, headers, live):
+    customer = regular_customer()
+    first_order = (
+        FeedbackEvent.objects.filter(customer=customer, kind=EventKind.PURCHASE)
+        .order_by("occurred_at")
+        .first()
+    )
+    assert first_order is not None
+
+    before_any = ask(
+        client,
+        headers,
+        customer="17850",
+        k=5,
+        as_of=first_order.occurred_at.isoformat(),
+    ).json()
+    later = ask(client, headers, customer="17850", k=5).json()
+
+    # Before the customer's first purchase there is no history: cold start.
+    assert {item["reason"] for item in before_any["items"]} == {"fallback"}
+    assert {item["reason"] for item in later["items"]} <= {"model", "exploration"}
+    slate = ServedSlate.objects.get(pk=before_any["slate_id"])
+    assert slate.context["as_of"] == first_order.occurred_at.isoformat()
