@@ -42,11 +42,21 @@ class Invoice:
 
 
 def invoices_between(
-    since: dt.datetime, until: dt.datetime | None, limit: int | None = None
+    since: dt.datetime,
+    until: dt.datetime | None,
+    limit: int | None = None,
+    source: str = "online-retail",
 ) -> list[Invoice]:
-    """Return the purchase invoices of known customers in ``[since, until)``."""
+    """Return the purchase invoices of known customers in ``[since, until)``.
+
+    Only events of ``source`` are read, so purchases that an earlier replay
+    sent back through the API do not double the invoices.
+    """
     events = FeedbackEvent.objects.filter(
-        kind=EventKind.PURCHASE, customer__isnull=False, occurred_at__gte=since
+        source=source,
+        kind=EventKind.PURCHASE,
+        customer__isnull=False,
+        occurred_at__gte=since,
     ).exclude(order_id="")
     if until is not None:
         events = events.filter(occurred_at__lt=until)

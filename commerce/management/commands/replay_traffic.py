@@ -41,6 +41,11 @@ class Command(BaseCommand):
             "--limit", type=int, help="replay at most this many invoices"
         )
         parser.add_argument("--k", type=int, default=10)
+        parser.add_argument(
+            "--source",
+            default="online-retail",
+            help="event source whose invoices are replayed (the imported log)",
+        )
         parser.add_argument("--concurrency", type=int, default=4)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -55,6 +60,7 @@ class Command(BaseCommand):
             _aware(options["since"]),
             _aware(options["until"]) if options["until"] else None,
             options["limit"],
+            source=options["source"],
         )
         replayer = TrafficReplayer(
             options["url"], key, k=options["k"], concurrency=options["concurrency"]
