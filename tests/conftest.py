@@ -54,3 +54,14 @@ def import_file() -> ImportFile:
         return import_transactions(path=path, **options)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def fresh_serving_caches() -> None:
+    """Start every test without the catalogue, popularity or policy that an
+    earlier test's (rolled back) data left in this process's serving caches."""
+    from rl_engine.serving import eligible_catalogue, live_policy, popularity
+
+    eligible_catalogue.clear()
+    popularity.clear()
+    live_policy.refresh()
