@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,13 +13,8 @@ from rl_engine.core.protocol import (
 from rl_engine.core.qnetwork import QNetwork, top_neighbours
 from rl_engine.core.states import popularity_table
 from rl_engine.core.transitions import TransitionBatch, build_transitions
+from tests.conftest import ONLINE_RETAIL
 
-ONLINE_RETAIL = (
-    Path(__file__).resolve().parents[2]
-    / "data"
-    / "online-retail"
-    / "online_retail.csv.gz"
-)
 # The first three weeks of the real log: about 1,200 baskets.
 EARLY_LOG_END = np.datetime64("2010-12-22")
 EARLY_BOUNDARY = np.datetime64("2010-12-15")

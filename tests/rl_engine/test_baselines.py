@@ -1,5 +1,4 @@
 from math import sqrt
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,13 +28,8 @@ from rl_engine.core.protocol import (
     recent_popularity,
     tiebreak_order,
 )
+from tests.conftest import ONLINE_RETAIL
 
-ONLINE_RETAIL = (
-    Path(__file__).resolve().parents[2]
-    / "data"
-    / "online-retail"
-    / "online_retail.csv.gz"
-)
 TEST_START = np.datetime64("2011-11-01")
 
 COLUMNS = [

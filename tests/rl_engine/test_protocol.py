@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,13 +12,7 @@ from rl_engine.core.protocol import (
     recent_popularity,
     tiebreak_order,
 )
-
-ONLINE_RETAIL = (
-    Path(__file__).resolve().parents[2]
-    / "data"
-    / "online-retail"
-    / "online_retail.csv.gz"
-)
+from tests.conftest import ONLINE_RETAIL
 
 RAW_COLUMNS = [
     "InvoiceNo",
