@@ -235,3 +235,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("RETRAIN_EVERY_SECONDS", default=7 * 24 * 3600.0),
     },
 }
+
+# Governance. Hours a review item may wait, by its flag's severity.
+REVIEW_DUE_HOURS = env.json(
+    "REVIEW_DUE_HOURS",
+    default={"critical": 4, "high": 24, "medium": 72, "low": 168},
+)
+# Exposure caps compare a product's share of the slate items served over this
+# many hours with its cap.
+OVERRIDE_CAP_WINDOW_HOURS = env.float("OVERRIDE_CAP_WINDOW_HOURS", default=24.0)
+# How long serving keeps the overrides in force before reading them again.
+OVERRIDE_CACHE_SECONDS = env.float("OVERRIDE_CACHE_SECONDS", default=5.0)

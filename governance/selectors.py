@@ -1,12 +1,48 @@
 """What governance has put in force, as serving and training read it.
 
-These selectors stand on governance and commerce models alone. Until reviewers
-create overrides, nothing is in force and the constraints change no slate.
+These selectors stand on governance and commerce models alone. With no
+override in force, the constraints change no slate and training learns from
+every event.
 """
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from commerce.models import Customer, ServedSlateItem
+from governance.models import Override, OverrideKind
+
+
+def overrides_in_force(at: dt.datetime | None = None) -> QuerySet[Override]:
+    """Overrides started, not expired and not revoked at ``at`` (default now)."""
+    at = at or timezone.now()
+    return Override.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=at),
+        starts_at__lte=at,
+        revoked_at__isnull=True,
+    )
+
+
+def customer_groups(customer: Customer | None) -> dict[str, str]:
+    """The groups a customer belongs to, as overrides and audits scope them.
+
+    Country is always known; other attributes count only with the customer's
+    consent.
+    """
+    if customer is None:
+        return {}
+    groups = {"country": customer.country} if customer.country else {}
+    if customer.group_attributes_consent:
+        groups.update(
+            {str(k): str(v) for k, v in customer.group_attributes.items() if v != ""}
+        )
+    return groups
 
 
 @dataclass(frozen=True)
@@ -14,30 +50,161 @@ class SlateConstraints:
     """Overrides that apply to one request, keyed by product SKU."""
 
     suppressed: frozenset[str] = frozenset()
-    """Never shown."""
+    """Never shown: suppressions, and caps whose product reached its share."""
     score_multipliers: dict[str, float] = field(default_factory=dict)
     """Demotions (below 1) and boosts (above 1), applied to the score's margin
     over the lowest eligible score, so the order of signs cannot flip them."""
+    pinned: dict[str, int] = field(default_factory=dict)
+    """Products placed at a 1-based position of the slate when eligible."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """For each constrained SKU, the override behind it (``suppress #12``)."""
 
     def apply(
         self, item_ids: np.ndarray, scores: np.ndarray, eligible: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return the scores and eligibility with the overrides applied."""
+        """Return the scores and eligibility with suppressions and multipliers."""
         if not self.suppressed and not self.score_multipliers:
             return scores, eligible
         eligible = eligible & ~np.isin(item_ids, list(self.suppressed))
         if self.score_multipliers and eligible.any():
             floor = scores[eligible].min()
-            factors = np.array(
-                [self.score_multipliers.get(item, 1.0) for item in item_ids]
-            )
+            factors = np.ones(len(item_ids))
+            hit = np.isin(item_ids, list(self.score_multipliers))
+            factors[hit] = [self.score_multipliers[item] for item in item_ids[hit]]
             scores = floor + (scores - floor) * factors
         return scores, eligible
+
+    def place_pins(
+        self, slate: list[int], item_ids: np.ndarray, eligible: np.ndarray, k: int
+    ) -> tuple[list[int], set[int]]:
+        """Put eligible pinned items at their positions in a slate of indices.
+
+        Returns the new slate (at most ``k`` long) and the indices pinned.
+        Pins beyond ``k`` are ignored; two pins on one position keep the
+        first by SKU order.
+        """
+        if not self.pinned:
+            return slate, set()
+        index_of = {str(item): i for i, item in enumerate(item_ids)}
+        pins: dict[int, int] = {}
+        for sku in sorted(self.pinned):
+            index = index_of.get(sku)
+            position = self.pinned[sku]
+            if index is None or not eligible[index] or position > k:
+                continue
+            pins.setdefault(position, index)
+        if not pins:
+            return slate, set()
+        pinned_indices = set(pins.values())
+        rest = iter(i for i in slate if i not in pinned_indices)
+        placed = []
+        for position in range(1, k + 1):
+            if position in pins:
+                placed.append(pins[position])
+            else:
+                placed.append(next(rest, -1))
+        return [i for i in placed if i >= 0], pinned_indices
 
 
 NO_CONSTRAINTS = SlateConstraints()
 
 
-def slate_constraints(*, customer_group: str | None = None) -> SlateConstraints:
-    """Return the overrides in force for a slate served to ``customer_group``."""
-    return NO_CONSTRAINTS
+def slate_constraints(
+    *, customer_groups: Mapping[str, str], at: dt.datetime | None = None
+) -> SlateConstraints:
+    """Return the product overrides in force for a customer in these groups.
+
+    An override scoped to a group applies when the customer's value for its
+    attribute matches; an unscoped one applies to everyone, anonymous
+    sessions included.
+    """
+    rows = list(
+        overrides_in_force(at)
+        .filter(
+            kind__in=[k for k in OverrideKind if k != OverrideKind.EXCLUDE_TRAINING]
+        )
+        .values_list(
+            "id",
+            "kind",
+            "product_id",
+            "product__external_id",
+            "value",
+            "group_attribute",
+            "group_value",
+        )
+        .order_by("created_at", "id")
+    )
+    if not rows:
+        return NO_CONSTRAINTS
+    caps_reached = _caps_reached(
+        {product: value for _, kind, product, _, value, *_ in rows if kind == "cap"}
+    )
+    suppressed: set[str] = set()
+    multipliers: dict[str, float] = {}
+    pinned: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for pk, kind, product, sku, value, attribute, group in rows:
+        if attribute and customer_groups.get(attribute) != group:
+            continue
+        if kind == OverrideKind.SUPPRESS or (
+            kind == OverrideKind.CAP and product in caps_reached
+        ):
+            suppressed.add(sku)
+        elif kind in (OverrideKind.DEMOTE, OverrideKind.BOOST):
+            multipliers[sku] = multipliers.get(sku, 1.0) * float(value)
+        elif kind == OverrideKind.PIN:
+            pinned[sku] = int(value)
+        else:
+            continue
+        reasons[sku] = f"{kind} #{pk}"
+    for sku in suppressed:
+        multipliers.pop(sku, None)
+        pinned.pop(sku, None)
+        reasons[sku] = next(
+            f"{kind} #{pk}"
+            for pk, kind, _, s, *_ in rows
+            if s == sku and kind in (OverrideKind.SUPPRESS, OverrideKind.CAP)
+        )
+    return SlateConstraints(
+        suppressed=frozenset(suppressed),
+        score_multipliers=multipliers,
+        pinned=pinned,
+        reasons=reasons,
+    )
+
+
+def exposure_shares(product_ids: list[int], *, hours: float) -> dict[int, float]:
+    """Each product's share of all slate items served in the last ``hours``."""
+    since = timezone.now() - dt.timedelta(hours=hours)
+    served = ServedSlateItem.objects.filter(slate__created_at__gte=since)
+    counts = served.aggregate(
+        total=Count("id"),
+        **{f"p{pk}": Count("id", filter=Q(product_id=pk)) for pk in product_ids},
+    )
+    total = counts.pop("total") or 0
+    return {int(key[1:]): (n / total if total else 0.0) for key, n in counts.items()}
+
+
+def _caps_reached(caps: dict[int, float]) -> set[int]:
+    """Capped products whose recent exposure share is at or above their cap.
+
+    Shares are read at most every ``OVERRIDE_CACHE_SECONDS`` per process
+    cache, so a cap can overshoot by what that many seconds of traffic adds.
+    """
+    if not caps:
+        return set()
+    key = "governance:exposure-shares:" + ",".join(map(str, sorted(caps)))
+    shares = cache.get(key)
+    if shares is None:
+        shares = exposure_shares(sorted(caps), hours=settings.OVERRIDE_CAP_WINDOW_HOURS)
+        cache.set(key, shares, timeout=settings.OVERRIDE_CACHE_SECONDS)
+    return {product for product, cap in caps.items() if shares.get(product, 0.0) >= cap}
+
+
+def training_exclusions(at: dt.datetime | None = None) -> set[str]:
+    """External ids of customers whose events training must not learn from."""
+    return set(
+        overrides_in_force(at)
+        .filter(kind=OverrideKind.EXCLUDE_TRAINING)
+        .values_list("customer__external_id", flat=True)
+    )

