@@ -4,6 +4,7 @@ import hashlib
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
@@ -20,6 +21,11 @@ class Merchant(models.Model):
     external_id = models.CharField(max_length=128, unique=True)
     name = models.CharField(max_length=255)
     is_active = models.BooleanField(default=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="merchants"
+    )
+    """The merchant's own staff: they see this merchant's products and nothing
+    of any other merchant's."""
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
