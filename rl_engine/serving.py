@@ -11,13 +11,15 @@ import logging
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
+import torch
 from django.conf import settings
-from django.db.models import Count, Max
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.db.models import Case, Count, F, Max, Min, Q, When
 from django.utils import timezone
 
 from commerce.models import Customer, EventKind, FeedbackEvent, Product, ServedSlate
@@ -32,6 +34,13 @@ from rl_engine.services import load_policy
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SCORING_THREADS = 1
+"""Torch intra-op threads of a serving process."""
+
+MAX_ALIGNED_ARRAYS = 4
+"""Item-id arrays a cached catalogue keeps its alignment to: the live policy's,
+the popularity ranking's, and their successors while both are in use."""
 
 
 class Expiring(Generic[T]):
@@ -98,6 +107,11 @@ class LivePolicyHolder:
         started = time.perf_counter()
         policy = load_policy(PolicyVersion.objects.get(label=label))
         policy.network.eval()
+        # A request scores one state, too little work to share out: more
+        # intra-op threads only contend for the cores with this process's
+        # other request threads and the other workers. It is set for the
+        # whole process, which serves and trains nothing else.
+        torch.set_num_threads(SCORING_THREADS)
         logger.info(
             "Loaded live policy %s in %.1f s",
             label,
@@ -107,18 +121,74 @@ class LivePolicyHolder:
         return LivePolicy(label=label, policy=policy)
 
 
+@dataclass(frozen=True, eq=False)
+class AlignedItems:
+    """The catalogue as seen from one array of item ids, in that array's order."""
+
+    item_ids: np.ndarray
+    eligible: np.ndarray
+    """Read-only: which item ids may be shown."""
+    order: np.ndarray
+    """Positions that sort ``item_ids``; with ``sorted_ids``, SKUs are found by
+    binary search."""
+    sorted_ids: np.ndarray
+
+    @classmethod
+    def of(cls, item_ids: np.ndarray, product_by_sku: dict[str, int]) -> "AlignedItems":
+        eligible = np.fromiter(
+            (item in product_by_sku for item in item_ids),
+            dtype=bool,
+            count=len(item_ids),
+        )
+        eligible.flags.writeable = False
+        order = np.argsort(item_ids, kind="stable")
+        return cls(
+            item_ids=item_ids,
+            eligible=eligible,
+            order=order,
+            sorted_ids=item_ids[order],
+        )
+
+    def positions(self, skus: Iterable[str]) -> np.ndarray:
+        """Return the positions of those ``skus`` that are among the item ids."""
+        wanted = np.array(list(skus), dtype=object)
+        if len(wanted) == 0 or len(self.sorted_ids) == 0:
+            return np.array([], dtype=np.int64)
+        found = np.searchsorted(self.sorted_ids, wanted)
+        found = np.minimum(found, len(self.sorted_ids) - 1)
+        return self.order[found[self.sorted_ids[found] == wanted]]
+
+
 @dataclass(frozen=True)
 class EligibleCatalogue:
     """Products that may be shown, by SKU: active, in stock, merchant active."""
 
     product_by_sku: dict[str, int]
+    _aligned: dict[int, AlignedItems] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    def mask(self, item_ids: np.ndarray) -> np.ndarray:
-        return np.fromiter(
-            (item in self.product_by_sku for item in item_ids),
-            dtype=bool,
-            count=len(item_ids),
-        )
+    def aligned(self, item_ids: np.ndarray) -> AlignedItems:
+        """Return the catalogue in the order of ``item_ids``.
+
+        It is worked out once per array (the live policy's item ids, the
+        popularity ranking) for as long as this catalogue is cached, so a
+        request never walks the whole catalogue in Python.
+        """
+        aligned = self._aligned.get(id(item_ids))
+        if aligned is None or aligned.item_ids is not item_ids:
+            aligned = AlignedItems.of(item_ids, self.product_by_sku)
+            if len(self._aligned) >= MAX_ALIGNED_ARRAYS:
+                self._aligned.clear()
+            self._aligned[id(item_ids)] = aligned
+        return aligned
+
+    def eligible(self, item_ids: np.ndarray, excluded: Iterable[str]) -> np.ndarray:
+        """Return which of ``item_ids`` may be shown, less the ``excluded`` SKUs."""
+        aligned = self.aligned(item_ids)
+        eligible = aligned.eligible.copy()
+        eligible[aligned.positions(excluded)] = False
+        return eligible
 
 
 def _eligible_catalogue() -> EligibleCatalogue:
@@ -160,36 +230,55 @@ eligible_catalogue = Expiring(
 popularity = Expiring(_popularity, lambda: settings.CATALOGUE_CACHE_SECONDS)
 
 
-def customer_baskets(customer_id: int, before: dt.datetime) -> list[Basket]:
-    """Return the customer's purchase baskets before a moment, oldest first."""
+@dataclass(frozen=True)
+class PurchaseHistory:
+    """A customer's purchases before a moment, as serving reads them."""
+
+    baskets: list[Basket]
+    """Oldest first: the purchases of an order, or of one moment for purchases
+    without an order."""
+    recent: set[str]
+    """SKUs bought at or after the ``recent_since`` asked for."""
+
+
+NO_PURCHASES = PurchaseHistory(baskets=[], recent=set())
+
+
+def purchase_history(
+    customer_id: int, before: dt.datetime, *, recent_since: dt.datetime | None = None
+) -> PurchaseHistory:
+    """Read the customer's baskets before a moment and what they bought lately.
+
+    The database groups the purchase lines, so one query returns a row per
+    basket: a wholesale customer's thousands of lines come back as a few
+    hundred rows.
+    """
+    skus = ArrayAgg("product__external_id", distinct=True)
+    recent = (
+        {
+            "recent": ArrayAgg(
+                "product__external_id",
+                distinct=True,
+                filter=Q(occurred_at__gte=recent_since),
+            )
+        }
+        if recent_since is not None
+        else {}
+    )
     rows = (
         FeedbackEvent.objects.filter(
             customer_id=customer_id, kind=EventKind.PURCHASE, occurred_at__lt=before
         )
-        .order_by("occurred_at")
-        .values_list("order_id", "product__external_id", "occurred_at")
+        .values("order_id", loose_moment=Case(When(order_id="", then=F("occurred_at"))))
+        .annotate(first=Min("occurred_at"), skus=skus, **recent)
+        .order_by("first", "order_id")
     )
-    baskets: dict[str, tuple[list[str], dt.datetime]] = {}
-    for order, sku, moment in rows:
-        key = order or f"at:{moment.isoformat()}"
-        items, _ = baskets.setdefault(key, ([], moment))
-        items.append(sku)
-    return [
-        Basket(item_ids=items, time=_local(moment))
-        for items, moment in baskets.values()
-    ]
-
-
-def recently_bought(customer_id: int, days: int, now: dt.datetime) -> set[str]:
-    since = now - dt.timedelta(days=days)
-    return set(
-        FeedbackEvent.objects.filter(
-            customer_id=customer_id,
-            kind=EventKind.PURCHASE,
-            occurred_at__gte=since,
-            occurred_at__lt=now,
-        ).values_list("product__external_id", flat=True)
-    )
+    baskets: list[Basket] = []
+    bought: set[str] = set()
+    for row in rows:
+        baskets.append(Basket(item_ids=row["skus"], time=_local(row["first"])))
+        bought.update(cast("list[str]", row.get("recent") or ()))
+    return PurchaseHistory(baskets=baskets, recent=bought)
 
 
 def _local(moment: dt.datetime) -> np.datetime64:
@@ -242,17 +331,24 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
         else None
     )
     catalogue = eligible_catalogue.get()
-    excluded = set(request.exclude)
-    if customer is not None and request.exclude_bought_within_days:
-        excluded |= recently_bought(
-            customer.pk, request.exclude_bought_within_days, now
-        )
+    live = live_policy.get()
+    personalise = live.policy is not None and not request.non_personalised
+    bought_since = (
+        now - dt.timedelta(days=request.exclude_bought_within_days)
+        if request.exclude_bought_within_days
+        else None
+    )
+    history = (
+        purchase_history(customer.pk, now, recent_since=bought_since)
+        if customer is not None and (personalise or bought_since is not None)
+        else NO_PURCHASES
+    )
+    excluded = set(request.exclude) | history.recent
     constraints = slate_constraints(customer_groups=customer_groups(customer))
 
-    live = live_policy.get()
     state = None
-    if live.policy is not None and not request.non_personalised:
-        baskets = customer_baskets(customer.pk, now) if customer is not None else []
+    if live.policy is not None and personalise:
+        baskets = list(history.baskets)
         if request.session_items:
             baskets.append(Basket(item_ids=request.session_items, time=local_now(now)))
         state = state_of(
@@ -269,7 +365,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
         item_ids = ranked.skus
         scores = ranked.counts.astype(np.float64)
         kind, version = "greedy", live.label
-    eligible = catalogue.mask(item_ids) & ~np.isin(item_ids, list(excluded))
+    eligible = catalogue.eligible(item_ids, excluded)
     scores, eligible = constraints.apply(item_ids, scores, eligible)
     slate = pick_slate(
         scores,
@@ -282,19 +378,28 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
         rng=rng,
     )
     personalised = state is not None and live.policy is not None
+    picked = {
+        index: (float(score), float(propensity), reason if personalised else "fallback")
+        for index, score, propensity, reason in zip(
+            slate.items, slate.scores, slate.propensities, slate.reasons, strict=True
+        )
+    }
+    # A pin is a reviewer's decision, not a draw: its propensity is 1 and its
+    # reason says a boost put it there.
+    placed, pinned = constraints.place_pins(
+        list(slate.items), item_ids, eligible, request.k
+    )
     served = [
         (
             str(item_ids[index]),
             ServedItem(
                 product_id=catalogue.product_by_sku[str(item_ids[index])],
-                score=float(score),
-                propensity=float(propensity),
-                reason=reason if personalised else "fallback",
+                score=float(scores[index]) if index in pinned else picked[index][0],
+                propensity=1.0 if index in pinned else picked[index][1],
+                reason="boost" if index in pinned else picked[index][2],
             ),
         )
-        for index, score, propensity, reason in zip(
-            slate.items, slate.scores, slate.propensities, slate.reasons, strict=True
-        )
+        for index in placed
     ]
     logged = log_served_slate(
         customer_id=customer.pk if customer else None,

@@ -43,6 +43,9 @@ TextVectors = Callable[[np.ndarray], np.ndarray]
 """Maps an array of item ids to their (ids x dimension) text vectors."""
 
 SCORING_BATCH = 512
+SCORING_CELLS = 1 << 22
+"""Most (states x items) Q-values scored at once, so that on a large catalogue
+a batch holds fewer states and its memory stays bounded."""
 
 
 @dataclass
@@ -60,13 +63,17 @@ class DQNPolicy:
 
     @torch.no_grad()
     def q_values(self, states: StateBatch) -> np.ndarray:
-        """Return (states x items) Q-values, in batches."""
+        """Return (states x items) Q-values, in batches, by ``QNetwork.score``."""
         self.network.eval()
         device = next(self.network.parameters()).device
-        scores = np.empty((len(states), len(self.item_ids)), dtype=np.float32)
-        for start in range(0, len(states), SCORING_BATCH):
-            rows = np.arange(start, min(start + SCORING_BATCH, len(states)))
-            q = self.network(to_tensors(states.take(rows), device))
+        n_items = len(self.item_ids)
+        batch = max(1, min(SCORING_BATCH, SCORING_CELLS // max(n_items, 1)))
+        if 0 < len(states) <= batch:
+            return self.network.score(to_tensors(states, device)).cpu().numpy()
+        scores = np.empty((len(states), n_items), dtype=np.float32)
+        for start in range(0, len(states), batch):
+            rows = np.arange(start, min(start + batch, len(states)))
+            q = self.network.score(to_tensors(states.take(rows), device))
             scores[rows] = q.cpu().numpy()
         return scores
 
@@ -121,6 +128,8 @@ class DQNPolicy:
         )
         network.load_state_dict(saved["state_dict"])
         network.to(pick_device(device or config.device))
+        # Build what scoring keeps now rather than on the first request.
+        network.eval().scoring_tables()
         return cls(
             network=network,
             item_ids=np.asarray(saved["item_ids"], dtype=object),

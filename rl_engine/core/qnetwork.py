@@ -17,12 +17,22 @@ Q(s, a) = <state(s), item(a)> + bias(a) + g_c(s) cooc(s, a) + g_r(s) repeat(s, a
 
 Both heads are a linear part, started at the blend baseline's weights (repeat
 share, kNN over its maximum, popularity), plus a zero-started MLP, so training
-starts near the blend and learns corrections. Scoring the catalogue is one
-(states x width) by (width x products) product plus a sparse-by-dense
-co-occurrence product, so it stays linear in the catalogue size.
+starts near the blend and learns corrections.
+
+``forward`` is the training pass: differentiable, over a batch of states and
+the whole catalogue. ``score`` gives the same values for serving. What does not
+depend on the state is computed once and kept (:class:`ScoringTables`); per
+state it is one (width x products) matrix-vector product, one pass that adds
+the popularity-only co-occurrence value of every product, and the
+co-occurrence head run on only the neighbours of the customer's items, read
+from the sparse similarity rows. Besides the product, a request costs the size
+of the customer's history, not of the catalogue.
 """
 
+import threading
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,6 +59,44 @@ CANDIDATE_FEATURES = (
 """Per-candidate inputs of the co-occurrence head; each kNN score is divided by
 the state's own maximum, as the item-kNN baseline ranks."""
 
+SPARSE_COOC_MAX_READS = 0.5
+"""Above this many similarity entries read per (state x product) Q-value, the
+seeds reach most of the catalogue, and ``score`` runs the co-occurrence head
+on every product rather than on the neighbours alone."""
+
+TABLE_CHUNK_ROWS = 65_536
+"""Products per step when the scoring tables are built; bounds the temporary
+memory (the text matrix times its absolute value) on a large catalogue."""
+
+_tables_lock = threading.Lock()
+_cell_maps = threading.local()
+
+
+@dataclass(frozen=True, eq=False)
+class ScoringTables:
+    """The state-free part of scoring, computed once from a network's weights."""
+
+    weights_version: tuple[tuple[int, int], ...]
+    """Storage and in-place version of every tensor it was computed from."""
+    items: torch.Tensor
+    """(n_items + 1, width) contiguous float32 item vectors; the last is padding."""
+    item_bias: torch.Tensor
+    """(n_items,) per-product bias."""
+    similarity: sp.csr_array
+    """(n_items, n_items) float32 neighbour weights, one row per product."""
+    unreached_cooc: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per popularity slot, (n_items,) co-occurrence head of a product that no
+    item of the state neighbours: its kNN inputs are zero, only popularity is
+    left. Filled on first use of each slot."""
+
+    def nbytes(self) -> int:
+        """Return the memory these tables hold, in bytes."""
+        tensors = [self.items, self.item_bias, *self.unreached_cooc.values()]
+        arrays = [self.similarity.data, self.similarity.indices]
+        return sum(t.element_size() * t.nelement() for t in tensors) + sum(
+            a.nbytes for a in [*arrays, self.similarity.indptr]
+        )
+
 
 class QNetwork(nn.Module):
     """Q-values over ``n_items`` products; item index ``n_items`` is padding."""
@@ -56,7 +104,7 @@ class QNetwork(nn.Module):
     text: torch.Tensor
     similarity_indices: torch.Tensor
     similarity_values: torch.Tensor
-    similarity_dense: torch.Tensor
+    similarity_dense: torch.Tensor | None
     popularity: torch.Tensor
     popularity_week: torch.Tensor
 
@@ -74,9 +122,11 @@ class QNetwork(nn.Module):
         width = config.hidden
         self.n_items = n_items
         self.config = config
+        self._scoring_tables: ScoringTables | None = None
 
-        padded_text = np.vstack([text_vectors, np.zeros((1, text_width))])
-        self.register_buffer("text", torch.as_tensor(padded_text, dtype=torch.float32))
+        padded_text = np.zeros((n_items + 1, text_width), dtype=np.float32)
+        padded_text[:n_items] = text_vectors
+        self.register_buffer("text", torch.from_numpy(padded_text))
         coo = similarity.tocoo()
         self.register_buffer(
             "similarity_indices",
@@ -85,13 +135,10 @@ class QNetwork(nn.Module):
         self.register_buffer(
             "similarity_values", torch.as_tensor(coo.data, dtype=torch.float32)
         )
-        dense = np.zeros((n_items, n_items), dtype=np.float32)
-        dense[coo.row, coo.col] = coo.data
-        # A dense copy makes co-occurrence one sparse-by-dense product; it is
-        # rebuilt from the sparse buffers, so it is not saved.
-        self.register_buffer(
-            "similarity_dense", torch.as_tensor(dense), persistent=False
-        )
+        # A dense copy makes the training batch's co-occurrence one
+        # sparse-by-dense product. It is built on the first training pass
+        # (never for serving), from the sparse buffers, and not saved.
+        self.register_buffer("similarity_dense", None, persistent=False)
         self.register_buffer("popularity", _scaled_popularity(popularity))
         weekly = popularity if recent_popularity is None else recent_popularity
         self.register_buffer("popularity_week", _scaled_popularity(weekly))
@@ -147,9 +194,14 @@ class QNetwork(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """Return (n_items + 1, width): text projection plus learned embedding."""
-        text = self.text_projection(self.text)
-        text = text * (self.text.abs().sum(dim=1, keepdim=True) > 0)
-        return text + self.item_embedding.weight
+        return self._item_vectors(self.text, self.item_embedding.weight)
+
+    def _item_vectors(
+        self, text: torch.Tensor, embedding: torch.Tensor
+    ) -> torch.Tensor:
+        projected = self.text_projection(text)
+        projected = projected * (text.abs().sum(dim=1, keepdim=True) > 0)
+        return projected + embedding
 
     def state_vectors(self, states: StateTensors, items: torch.Tensor) -> torch.Tensor:
         """Return (batch, width) from the history sequence and the context."""
@@ -185,37 +237,70 @@ class QNetwork(nn.Module):
             (batch * len(seeds), self.n_items),
             check_invariants=False,
         )
-        product = torch.sparse.mm(matrix, self.similarity_dense)
+        product = torch.sparse.mm(matrix, self._dense_similarity())
         return list(product.split(batch))
+
+    def _dense_similarity(self) -> torch.Tensor:
+        # Known limit: this is (n_items x n_items), so training past some tens
+        # of thousands of products needs the sparse path of ``score`` here too.
+        if self.similarity_dense is None:
+            dense = torch.zeros(
+                self.n_items, self.n_items, device=self.similarity_values.device
+            )
+            dense[self.similarity_indices[0], self.similarity_indices[1]] = (
+                self.similarity_values
+            )
+            self.similarity_dense = dense
+        return self.similarity_dense
 
     def candidate_features(self, states: StateTensors) -> torch.Tensor:
         """Return (batch, n_items, len(CANDIDATE_FEATURES)) co-occurrence inputs."""
+        with torch.no_grad():
+            sums = self._seeded_similarity(self._seed_sets(states))
+            slot = states["popularity_slot"]
+            return _candidate_inputs(
+                sums,
+                [_row_peak(part) for part in sums],
+                self.popularity[slot],
+                self.popularity_week[slot],
+            )
+
+    def _seed_sets(
+        self, states: StateTensors
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Return the (items, weights) whose neighbours feed the kNN inputs.
+
+        In the order of CANDIDATE_FEATURES: the last baskets' items by count,
+        the last basket's, and the most bought history items by basket share.
+        """
         kept = self.config.history_seed_items
         history_items = states["history_items"][:, :kept]
         repeat = states["repeat_features"][:, :kept]
-        with torch.no_grad():
-            recent, last, whole = self._seeded_similarity(
-                [
-                    (states["recent_items"], states["recent_counts"]),
-                    (
-                        history_items,
-                        repeat[..., REPEAT_FEATURES.index("in_last_basket")],
-                    ),
-                    (history_items, repeat[..., REPEAT_FEATURES.index("basket_share")]),
-                ]
-            )
-            slot = states["popularity_slot"]
-            return torch.stack(
-                [
-                    recent / _row_peak(recent),
-                    torch.log1p(recent),
-                    last / _row_peak(last),
-                    whole / _row_peak(whole),
-                    self.popularity[slot],
-                    self.popularity_week[slot],
-                ],
-                dim=-1,
-            )
+        return [
+            (states["recent_items"], states["recent_counts"]),
+            (history_items, repeat[..., REPEAT_FEATURES.index("in_last_basket")]),
+            (history_items, repeat[..., REPEAT_FEATURES.index("basket_share")]),
+        ]
+
+    def cooccurrence_values(self, features: torch.Tensor) -> torch.Tensor:
+        """Return the co-occurrence head over candidate inputs, less their last axis."""
+        return (self.cooc_linear(features) + self.cooc_head(features)).squeeze(-1)
+
+    def repeat_values(self, states: StateTensors, scales: torch.Tensor) -> torch.Tensor:
+        """Return (batch, history slots): the scaled repeat part of each history item.
+
+        Zero in padding slots; ``scales`` is ``gate(context).exp()``.
+        """
+        context = states["context"]
+        repeat_inputs = states["repeat_features"]
+        slots = repeat_inputs.shape[1]
+        head_inputs = torch.cat(
+            [repeat_inputs, context.unsqueeze(1).expand(-1, slots, -1)], dim=-1
+        )
+        baseline = torch.cat([torch.zeros_like(repeat_inputs[:, 0]), context], dim=1)
+        repeat = self.repeat_linear(repeat_inputs) + self.repeat_head(head_inputs)
+        repeat = repeat.squeeze(-1) - self.repeat_head(baseline)
+        return repeat * scales[:, 1:] * (states["history_items"] < self.n_items)
 
     def forward(
         self, states: StateTensors, features: torch.Tensor | None = None
@@ -231,24 +316,289 @@ class QNetwork(nn.Module):
 
         if features is None:
             features = self.candidate_features(states)
-        context = states["context"]
-        scales = self.gate(context).exp()
-        cooc = (self.cooc_linear(features) + self.cooc_head(features)).squeeze(-1)
-        q = q + cooc * scales[:, :1]
+        scales = self.gate(states["context"]).exp()
+        q = q + self.cooccurrence_values(features) * scales[:, :1]
 
         history_items = states["history_items"]
-        repeat_inputs = states["repeat_features"]
-        slots = repeat_inputs.shape[1]
-        head_inputs = torch.cat(
-            [repeat_inputs, context.unsqueeze(1).expand(-1, slots, -1)], dim=-1
-        )
-        baseline = torch.cat([torch.zeros_like(repeat_inputs[:, 0]), context], dim=1)
-        repeat = self.repeat_linear(repeat_inputs) + self.repeat_head(head_inputs)
-        repeat = repeat.squeeze(-1) - self.repeat_head(baseline)
-        repeat = repeat * scales[:, 1:] * (history_items < self.n_items)
         padded = torch.zeros(len(q), self.n_items + 1, device=q.device, dtype=q.dtype)
-        padded.scatter_add_(1, history_items, repeat)
+        padded.scatter_add_(1, history_items, self.repeat_values(states, scales))
         return q + padded[:, : self.n_items]
+
+    @torch.no_grad()
+    def score(self, states: StateTensors) -> torch.Tensor:
+        """Return (batch, n_items) Q-values as ``forward`` does, to serve them.
+
+        The values agree with ``forward`` to float32 rounding. Nothing here
+        is differentiable; the memory it takes is a few times the Q-values'.
+        """
+        tables = self.scoring_tables()
+        n_items = self.n_items
+        if len(states["context"]) == 0:
+            return tables.items.new_empty((0, n_items))
+        state = self.state_vectors(states, tables.items)
+        scales = self.gate(states["context"]).exp()
+        items = tables.items[:n_items]
+        if len(state) == 1:
+            q = torch.addmv(tables.item_bias, items, state[0]).unsqueeze(0)
+        else:
+            q = torch.addmm(tables.item_bias, state, items.T)
+
+        seed_sets = [
+            (seed_items.cpu().numpy(), weights.cpu().numpy())
+            for seed_items, weights in self._seed_sets(states)
+        ]
+        reads = neighbour_reads(tables.similarity, seed_sets)
+        if reads > SPARSE_COOC_MAX_READS * q.numel():
+            # The seeds reach most of the catalogue (a small one): run the
+            # head on every product, as ``forward`` does.
+            cooc = self._cooccurrence_everywhere(states, seed_sets, tables)
+            q.addcmul_(cooc, scales[:, :1])
+        else:
+            self._add_sparse_cooccurrence(q, states, seed_sets, tables, scales)
+
+        history_items = states["history_items"]
+        present = history_items < n_items
+        rows = torch.arange(len(q), device=q.device).unsqueeze(1)
+        history_cells = (rows * n_items + history_items)[present]
+        repeat = self.repeat_values(states, scales)[present]
+        q.view(-1).index_add_(0, history_cells, repeat)
+        return q
+
+    def _cooccurrence_everywhere(
+        self,
+        states: StateTensors,
+        seed_sets: Sequence[tuple[np.ndarray, np.ndarray]],
+        tables: ScoringTables,
+    ) -> torch.Tensor:
+        """Return the (batch, n_items) co-occurrence head on every product."""
+        device = tables.items.device
+        sums = [
+            torch.from_numpy(
+                (_seed_matrix(items, weights, self.n_items) @ tables.similarity)
+                .toarray()
+                .astype(np.float32, copy=False)
+            ).to(device)
+            for items, weights in seed_sets
+        ]
+        slot = states["popularity_slot"]
+        features = _candidate_inputs(
+            sums,
+            [_row_peak(part) for part in sums],
+            self.popularity[slot],
+            self.popularity_week[slot],
+        )
+        return self.cooccurrence_values(features)
+
+    def _add_sparse_cooccurrence(
+        self,
+        q: torch.Tensor,
+        states: StateTensors,
+        seed_sets: Sequence[tuple[np.ndarray, np.ndarray]],
+        tables: ScoringTables,
+        scales: torch.Tensor,
+    ) -> None:
+        """Add the scaled co-occurrence head to ``q``, running it on neighbours only.
+
+        A product no seed item neighbours has zero kNN inputs: its value
+        depends on the popularity slot alone and is kept per slot. The
+        (state, product) cells some seed item neighbours get the head on
+        their full inputs instead.
+        """
+        device = q.device
+        n_items = self.n_items
+        cells, sums = seeded_neighbour_sums(tables.similarity, seed_sets)
+        rows = cells // n_items
+        if len(q) == 1:
+            peaks = sums.max(axis=1, initial=0.0, keepdims=True)
+        else:
+            by_row = np.zeros((len(sums), len(q)), dtype=np.float32)
+            for peak, part in zip(by_row, sums, strict=True):
+                np.maximum.at(peak, rows, part)
+            peaks = by_row[:, rows]
+
+        rows_t = torch.from_numpy(rows).to(device)
+        items_t = torch.from_numpy(cells % n_items).to(device)
+        popularity_at = states["popularity_slot"][rows_t] * n_items + items_t
+        features = _candidate_inputs(
+            list(torch.from_numpy(sums).to(device)),
+            list(torch.from_numpy(peaks).clamp(min=1e-6).to(device)),
+            self.popularity.view(-1)[popularity_at],
+            self.popularity_week.view(-1)[popularity_at],
+        )
+        reached = self.cooccurrence_values(features)
+
+        cells_t = torch.from_numpy(cells).to(device)
+        flat = q.view(-1)
+        reached_q = flat[cells_t]
+        slots = states["popularity_slot"].tolist()
+        if len(set(slots)) > 1:
+            unreached = torch.stack([self._unreached_cooc(tables, s) for s in slots])
+        else:
+            unreached = self._unreached_cooc(tables, slots[0]).unsqueeze(0)
+        q.addcmul_(unreached, scales[:, :1])
+        flat[cells_t] = reached_q + reached * scales[:, 0][rows_t]
+
+    def _unreached_cooc(self, tables: ScoringTables, slot: int) -> torch.Tensor:
+        cached = tables.unreached_cooc.get(slot)
+        if cached is None:
+            zeros = torch.zeros_like(self.popularity[slot])
+            features = _candidate_inputs(
+                [zeros] * 3,
+                [torch.ones_like(zeros)] * 3,
+                self.popularity[slot],
+                self.popularity_week[slot],
+            )
+            cached = self.cooccurrence_values(features)
+            tables.unreached_cooc[slot] = cached
+        return cached
+
+    def scoring_tables(self) -> ScoringTables:
+        """Return the state-free part of ``score``; rebuilt after weights change."""
+        version = self._weights_version()
+        tables = self._scoring_tables
+        if tables is not None and tables.weights_version == version:
+            return tables
+        with _tables_lock:
+            tables = self._scoring_tables
+            if tables is None or tables.weights_version != version:
+                tables = self._build_scoring_tables(version)
+                self._scoring_tables = tables
+        return tables
+
+    def _weights_version(self) -> tuple[tuple[int, int], ...]:
+        # Any in-place update (an optimiser step, load_state_dict) bumps a
+        # tensor's version; moving it to another device changes its storage.
+        tensors = [*self.parameters()] + [
+            buffer
+            for name, buffer in self.named_buffers()
+            if name != "similarity_dense"
+        ]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    @torch.no_grad()
+    def _build_scoring_tables(
+        self, version: tuple[tuple[int, int], ...]
+    ) -> ScoringTables:
+        items = torch.empty_like(self.item_embedding.weight).contiguous()
+        for start in range(0, len(items), TABLE_CHUNK_ROWS):
+            chunk = slice(start, start + TABLE_CHUNK_ROWS)
+            items[chunk] = self._item_vectors(
+                self.text[chunk], self.item_embedding.weight[chunk]
+            )
+        indices = self.similarity_indices.cpu().numpy()
+        similarity = sp.csr_array(
+            (self.similarity_values.cpu().numpy(), (indices[0], indices[1])),
+            shape=(self.n_items, self.n_items),
+        )
+        tables = ScoringTables(
+            weights_version=version,
+            items=items,
+            item_bias=self.item_bias.detach(),
+            similarity=similarity,
+        )
+        # Serving states sit in the latest popularity snapshot.
+        self._unreached_cooc(tables, len(self.popularity) - 1)
+        return tables
+
+
+def neighbour_reads(
+    similarity: sp.csr_array, seed_sets: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> int:
+    """Return how many similarity entries the seed items' rows hold, all sets."""
+    n_items = similarity.shape[1]
+    total = 0
+    for items, weights in seed_sets:
+        seeds = items[(items < n_items) & (weights != 0)]
+        total += int((similarity.indptr[seeds + 1] - similarity.indptr[seeds]).sum())
+    return total
+
+
+def _seed_matrix(items: np.ndarray, weights: np.ndarray, n_items: int) -> sp.csr_array:
+    """Return the (states x n_items) sparse weights of one seed set."""
+    rows, slots = np.nonzero((items < n_items) & (weights != 0))
+    return sp.csr_array(
+        (weights[rows, slots], (rows, items[rows, slots])),
+        shape=(len(items), n_items),
+    )
+
+
+def seeded_neighbour_sums(
+    similarity: sp.csr_array, seed_sets: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum each state's weighted seed items' similarity rows, per seed set.
+
+    Every seed set is a pair of (states x slots) arrays, items and weights;
+    items at ``n_items`` and zero weights are padding. Return the flat cells
+    ``state * n_items + product`` that some seed item of some set neighbours,
+    and their (sets x cells) float32 sums; every other cell is zero in every
+    set. The work is the number of neighbours read, never the catalogue.
+    """
+    n_items = similarity.shape[1]
+    cell_parts, value_parts, set_parts = [], [], []
+    for index, (items, weights) in enumerate(seed_sets):
+        rows, slots = np.nonzero((items < n_items) & (weights != 0))
+        seeds = items[rows, slots]
+        starts = similarity.indptr[seeds].astype(np.int64)
+        lengths = similarity.indptr[seeds + 1] - starts
+        offsets = np.cumsum(lengths) - lengths
+        positions = np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())
+        neighbours = similarity.indices[positions]
+        cell_parts.append(np.repeat(rows, lengths) * n_items + neighbours)
+        value_parts.append(
+            np.repeat(weights[rows, slots], lengths) * similarity.data[positions]
+        )
+        set_parts.append(np.full(len(positions), index))
+    cells = np.concatenate(cell_parts)
+    values = np.concatenate(value_parts)
+    sets = np.concatenate(set_parts)
+
+    # Group equal cells without sorting: a per-thread map from cell to group
+    # (kept between calls, 8 bytes a cell), written and read only at the cells
+    # in hand.
+    batch = len(seed_sets[0][0]) if seed_sets else 0
+    cell_map = _cell_map(batch * n_items)
+    order = np.arange(len(cells))
+    cell_map[cells] = order
+    reached = cells[cell_map[cells] == order]
+    cell_map[reached] = np.arange(len(reached))
+    groups = cell_map[cells]
+    sums = np.bincount(
+        sets * len(reached) + groups,
+        weights=values,
+        minlength=len(seed_sets) * len(reached),
+    )
+    return reached, sums.reshape(len(seed_sets), len(reached)).astype(np.float32)
+
+
+def _cell_map(size: int) -> np.ndarray:
+    """Return this thread's scratch array of at least ``size`` int64 entries."""
+    cell_map: np.ndarray | None = getattr(_cell_maps, "array", None)
+    if cell_map is None or len(cell_map) < size:
+        cell_map = np.empty(size, dtype=np.int64)
+        _cell_maps.array = cell_map
+    return cell_map
+
+
+def _candidate_inputs(
+    sums: Sequence[torch.Tensor],
+    peaks: Sequence[torch.Tensor],
+    popularity: torch.Tensor,
+    popularity_week: torch.Tensor,
+) -> torch.Tensor:
+    """Stack the co-occurrence head's inputs, in CANDIDATE_FEATURES order."""
+    recent, last, whole = sums
+    recent_peak, last_peak, whole_peak = peaks
+    return torch.stack(
+        [
+            recent / recent_peak,
+            torch.log1p(recent),
+            last / last_peak,
+            whole / whole_peak,
+            popularity,
+            popularity_week,
+        ],
+        dim=-1,
+    )
 
 
 def _scaled_popularity(counts: np.ndarray) -> torch.Tensor:

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 
 from commerce.models import (
     ApiScope,
@@ -15,6 +16,8 @@ from commerce.models import (
     ServedSlate,
 )
 from commerce.services import create_api_client
+from governance.models import OverrideKind, ReasonCode
+from governance.services import create_override
 from rl_engine.models import PolicyVersion
 from rl_engine.services import promote_policy, train_policy_version
 from rl_engine.serving import eligible_catalogue, live_policy, popularity
@@ -121,6 +124,35 @@ def test_business_rules_and_exclusions_hold(client, headers, live):
     assert excluded not in shown
     assert out_of_stock not in shown
     assert not shown & bought
+
+
+def test_governance_suppressions_and_pins_shape_the_slate(client, headers, live):
+    reviewer = User.objects.create_user("reviewer-1")
+    first = ask(client, headers, customer="17850", k=50).json()
+    top = Product.objects.get(external_id=first["items"][0]["product"])
+    pinned = Product.objects.get(external_id=first["items"][-1]["product"])
+    for kind, product, value in (
+        (OverrideKind.SUPPRESS, top, None),
+        (OverrideKind.PIN, pinned, 3),
+    ):
+        create_override(
+            actor=reviewer,
+            kind=kind,
+            product_id=product.pk,
+            value=value,
+            reason_code=ReasonCode.LOW_QUALITY,
+            statement="Reviewed.",
+        )
+
+    second = ask(client, headers, customer="17850", k=10).json()
+
+    products = [item["product"] for item in second["items"]]
+    assert top.external_id not in products
+    third = second["items"][2]
+    assert third["product"] == pinned.external_id
+    assert third["reason"] == "boost"
+    assert third["propensity"] == 1.0
+    assert len(products) == len(set(products)) == 10
 
 
 def test_cold_start_and_no_policy_fall_back_to_popularity(client, headers, store):
