@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from commerce.errors import ApiClientError, InvalidEventsError
@@ -364,23 +365,93 @@ def record_feedback_events(
 
     Products, customers and slates are resolved first: if any event names an
     unknown one, InvalidEventsError lists every such event and nothing is
-    stored. An event whose (source, client_event_id) is already stored is not
-    stored again; its outcome names the original event.
+    stored. The rows found stay locked against deletion until the batch is
+    committed, so one deleted meanwhile is reported the same way, never as a
+    broken foreign key. An event whose (source, client_event_id) is already
+    stored is not stored again; its outcome names the original event.
     """
-    product_ids = _resolve(
-        Product.objects.filter(external_id__in={e["product"] for e in events}),
-        "external_id",
+    client_ids = [e["client_event_id"] for e in events]
+    table = FeedbackEvent._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        product_ids, customer_ids = _lock_references(cursor, events)
+        # One JSON parameter rather than an array per column: Django's psycopg
+        # cursor quotes parameters in Python, element by element.
+        rows = json.dumps(
+            [
+                {
+                    "client_event_id": e["client_event_id"],
+                    "kind": e["kind"],
+                    "product_id": product_ids[e["product"]],
+                    "customer_id": customer_ids.get(e["customer"]),
+                    "session_id": e["session_id"],
+                    "order_id": e["order_id"],
+                    "quantity": e["quantity"],
+                    "value": None if e["value"] is None else str(e["value"]),
+                    "occurred_at": e["occurred_at"].isoformat(),
+                    "slate_id": None if e["slate_id"] is None else str(e["slate_id"]),
+                    "slate_position": e["position"],
+                }
+                for e in events
+            ]
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (source, client_event_id, kind, product_id,
+                customer_id, session_id, order_id, quantity, value, occurred_at,
+                slate_id, slate_position, received_at)
+            SELECT %s, client_event_id, kind, product_id, customer_id, session_id,
+                order_id, quantity, value, occurred_at, slate_id, slate_position,
+                now()
+            FROM json_populate_recordset(NULL::{table}, %s::json)
+            ON CONFLICT (source, client_event_id) DO NOTHING
+            RETURNING id, client_event_id
+            """,
+            [source, rows],
+        )
+        created = {client_id: pk for pk, client_id in cursor.fetchall()}
+
+    # Events stored before, by an earlier call or a concurrent one that won.
+    stored = dict(created)
+    if len(created) < len(client_ids):
+        stored.update(
+            FeedbackEvent.objects.filter(
+                source=source, client_event_id__in=set(client_ids) - created.keys()
+            ).values_list("client_event_id", "id")
+        )
+    outcomes = []
+    first_seen: set[str] = set()
+    for index, client_id in enumerate(client_ids):
+        fresh = client_id in created and client_id not in first_seen
+        first_seen.add(client_id)
+        outcomes.append(
+            EventOutcome(
+                index=index,
+                client_event_id=client_id,
+                event_id=stored[client_id],
+                status="created" if fresh else "duplicate",
+            )
+        )
+    return outcomes
+
+
+def _lock_references(
+    cursor: Any, events: list[dict[str, Any]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Find the products, customers and slates the events name, and lock them.
+
+    FOR KEY SHARE is the lock the foreign keys take at commit, taken early: a
+    row deleted meanwhile is not found, and a delete waits for this commit.
+    Return the ids of products and customers by external id, or raise
+    InvalidEventsError naming every event that names something unknown.
+    """
+    product_ids = _locked_ids(
+        cursor, Product, "external_id", {e["product"] for e in events}
     )
-    customer_ids = _resolve(
-        Customer.objects.filter(
-            external_id__in={e["customer"] for e in events if e["customer"]}
-        ),
-        "external_id",
+    customer_ids = _locked_ids(
+        cursor, Customer, "external_id", {e["customer"] for e in events} - {None}
     )
-    slate_ids = set(
-        ServedSlate.objects.filter(
-            id__in={e["slate_id"] for e in events if e["slate_id"]}
-        ).values_list("id", flat=True)
+    slate_ids = _locked_ids(
+        cursor, ServedSlate, "id", {e["slate_id"] for e in events} - {None}
     )
     problems = []
     for index, event in enumerate(events):
@@ -402,60 +473,21 @@ def record_feedback_events(
             "unknown products, customers or slates; nothing was stored.",
             problems,
         )
+    return product_ids, customer_ids
 
-    columns = {
-        "client_event_id": [e["client_event_id"] for e in events],
-        "kind": [e["kind"] for e in events],
-        "product_id": [product_ids[e["product"]] for e in events],
-        "customer_id": [customer_ids.get(e["customer"]) for e in events],
-        "session_id": [e["session_id"] for e in events],
-        "order_id": [e["order_id"] for e in events],
-        "quantity": [e["quantity"] for e in events],
-        "value": [e["value"] for e in events],
-        "occurred_at": [e["occurred_at"] for e in events],
-        "slate_id": [e["slate_id"] for e in events],
-        "slate_position": [e["position"] for e in events],
-    }
-    table = FeedbackEvent._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (source, client_event_id, kind, product_id,
-                customer_id, session_id, order_id, quantity, value, occurred_at,
-                slate_id, slate_position, received_at)
-            SELECT %s, * , now() FROM unnest(
-                %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],
-                %s::text[], %s::integer[], %s::numeric[], %s::timestamptz[],
-                %s::uuid[], %s::smallint[])
-            ON CONFLICT (source, client_event_id) DO NOTHING
-            RETURNING id, client_event_id
-            """,
-            [source, *columns.values()],
-        )
-        created = dict((client_id, pk) for pk, client_id in cursor.fetchall())
-    stored = dict(
-        FeedbackEvent.objects.filter(
-            source=source, client_event_id__in=set(columns["client_event_id"])
-        ).values_list("client_event_id", "id")
+
+def _locked_ids(
+    cursor: Any, model: Any, field: str, values: set[Any]
+) -> dict[Any, int]:
+    """Map each of ``values`` found in ``model``'s ``field`` to its row's id."""
+    if not values:
+        return {}
+    cursor.execute(
+        f"SELECT {field}, id FROM {model._meta.db_table} "
+        f"WHERE {field} = ANY(%s) FOR KEY SHARE",
+        [list(values)],
     )
-    outcomes = []
-    first_seen: set[str] = set()
-    for index, client_id in enumerate(columns["client_event_id"]):
-        fresh = client_id in created and client_id not in first_seen
-        first_seen.add(client_id)
-        outcomes.append(
-            EventOutcome(
-                index=index,
-                client_event_id=client_id,
-                event_id=stored[client_id],
-                status="created" if fresh else "duplicate",
-            )
-        )
-    return outcomes
-
-
-def _resolve(queryset: Any, field: str) -> dict[Any, int]:
-    return dict(queryset.values_list(field, "id"))
+    return dict(cursor.fetchall())
 
 
 def _problem(index: int, field: str, code: str, value: object) -> dict[str, object]:
@@ -638,23 +670,62 @@ def log_served_slate(
     policy_version: str,
     items: list[ServedItem],
 ) -> ServedSlate:
-    """Write a served slate and its items, positions from 1, in one transaction."""
-    with transaction.atomic():
-        slate = ServedSlate.objects.create(
-            customer_id=customer_id,
-            session_id=session_id,
-            context=context,
-            policy_version=policy_version,
+    """Write a served slate and its items, positions from 1, in one statement.
+
+    Every recommendation logs its slate before it answers, so the write is one
+    statement: one round trip to the database and one transaction.
+    """
+    slate = ServedSlate(
+        customer_id=customer_id,
+        session_id=session_id,
+        context=context,
+        policy_version=policy_version,
+        created_at=timezone.now(),
+    )
+    columns = [
+        "id",
+        "customer_id",
+        "session_id",
+        "context",
+        "policy_version",
+        "created_at",
+    ]
+    values = [
+        _concrete_field(ServedSlate, name).get_db_prep_save(
+            getattr(slate, name), connection
         )
-        ServedSlateItem.objects.bulk_create(
-            ServedSlateItem(
-                slate=slate,
-                product_id=item.product_id,
-                position=position,
-                score=item.score,
-                propensity=item.propensity,
-                reason=item.reason,
+        for name in columns
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH slate AS (
+                INSERT INTO {ServedSlate._meta.db_table} ({", ".join(columns)})
+                VALUES ({", ".join(["%s"] * len(columns))})
+                RETURNING id
             )
-            for position, item in enumerate(items, start=1)
+            INSERT INTO {ServedSlateItem._meta.db_table} (slate_id, product_id,
+                position, score, propensity, reason)
+            SELECT slate.id, item.*
+            FROM slate, UNNEST(%s::bigint[], %s::smallint[], %s::float8[],
+                %s::float8[], %s::varchar[]) AS item
+            """,
+            [
+                *values,
+                [item.product_id for item in items],
+                list(range(1, len(items) + 1)),
+                [item.score for item in items],
+                [item.propensity for item in items],
+                [item.reason for item in items],
+            ],
         )
+    slate._state.adding = False
+    slate._state.db = connection.alias
     return slate
+
+
+def _concrete_field(model: type[models.Model], name: str) -> "models.Field[Any, Any]":
+    """A model's own column by field name, for building raw SQL values."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field

@@ -1,14 +1,17 @@
 """POST /api/v1/events: idempotent batches, refused bad input, scoped keys."""
 
 import json
+import random
 import threading
+import time
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import connection, connections, transaction
 from django.test import Client
 
-from commerce.models import ApiScope, FeedbackEvent
+from commerce.api.serializers import FeedbackBatchIn, _plainly_valid_events
+from commerce.models import ApiScope, FeedbackEvent, Product
 from commerce.services import create_api_client
 from tests.factories import CustomerFactory, ProductFactory
 
@@ -154,6 +157,160 @@ def test_a_bad_event_refuses_the_batch_naming_index_and_field(
         {k: d.get(k) for k in ("index", "field", "code")} for d in error["details"]
     ]
     assert FeedbackEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_event_repeated_within_a_batch_is_stored_once(client, catalogue):
+    key = key_for(ApiScope.EVENTS)
+
+    response = post(client, key, {"events": [event(1), event(2), event(1)]})
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["created", "created", "duplicate"]
+    assert results[2]["event_id"] == results[0]["event_id"]
+    assert FeedbackEvent.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_product_deleted_while_a_batch_is_stored_is_refused_not_a_500(catalogue):
+    key = key_for(ApiScope.EVENTS)
+    doomed = ProductFactory.create(external_id="DOOMED")
+    answers: list[Any] = []
+
+    def send() -> None:
+        sender = Client(raise_request_exception=False)
+        answers.append(post(sender, key, {"events": [event(1, product="DOOMED")]}))
+        connections.close_all()
+
+    with transaction.atomic():
+        Product.objects.filter(pk=doomed.pk).delete()
+        thread = threading.Thread(target=send)
+        thread.start()
+        _wait_until_a_query_waits_for_a_lock()
+    thread.join()
+
+    assert answers[0].status_code == 400
+    details = answers[0].json()["error"]["details"]
+    assert [(d["index"], d["field"], d["code"]) for d in details] == [
+        (0, "product", "unknown_product")
+    ]
+    assert FeedbackEvent.objects.count() == 0
+
+
+def _wait_until_a_query_waits_for_a_lock(seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    pytest.fail("The batch never waited for the deleted product's lock.")
+
+
+# Values that FeedbackEventIn accepts, reads in its own way, or refuses; MISSING
+# leaves the field out.
+MISSING = object()
+EDGE_VALUES: dict[str, list[Any]] = {
+    "client_event_id": [
+        "evt-1",
+        " evt-2 ",
+        "",
+        "  ",
+        "x" * 128,
+        "x" * 129,
+        f" {'x' * 128} ",
+        17,
+        1.5,
+        True,
+        None,
+        ["evt"],
+        "a\x00b",
+        "\ud800",
+        "é",
+        MISSING,
+    ],
+    "kind": ["click", "purchase", "CLICK", "", None, 1, ["click"], MISSING],
+    "product": ["85123A", " 85123A", "", None, 85123, {"sku": 1}, MISSING],
+    "customer": ["17850", "", " ", None, 17850, False, 1.0, MISSING],
+    "session_id": ["s-9", "", "  ", None, 9, MISSING],
+    "quantity": [1, 3, 0, -2, 1_000_000, 1_000_001, "3", 3.0, True, None, "x", MISSING],
+    "value": [
+        "7.65",
+        "-1",
+        "0",
+        "-0",
+        7.65,
+        2,
+        "NaN",
+        float("nan"),
+        float("inf"),
+        "",
+        "  ",
+        None,
+        "1e3",
+        "12345678901.1234",
+        "1.23456",
+        True,
+        [],
+        MISSING,
+    ],
+    "occurred_at": [
+        "2011-11-02T10:15:00+00:00",
+        "2011-11-02T10:15:00Z",
+        "2011-11-02T10:15:00",
+        "2011-11-02",
+        "2011-11-02T10:15:00+05:30",
+        "2011-11-02 10:15:00.123456-08:00",
+        "20111102T101500Z",
+        "9999-12-31T23:59:59-10:00",
+        "not a time",
+        1320228900,
+        None,
+        MISSING,
+    ],
+    "order_id": ["581000", "", None, 581000, MISSING],
+    "slate_id": [
+        "0b6f9c1e-1111-4c4c-9a9a-222222222222",
+        "0b6f9c1e11114c4c9a9a222222222222",
+        "not-a-uuid",
+        5,
+        "",
+        None,
+        MISSING,
+    ],
+    "position": [1, 1000, 0, 1001, "2", True, None, MISSING],
+}
+
+
+def test_the_plain_pass_accepts_only_what_the_serializer_accepts_and_reads_it_alike():
+    rng = random.Random(20111102)
+    plain = 0
+    for n in range(3000):
+        candidate = event(n, session_id="s-1", order_id="581000", value="1.5")
+        for name in rng.sample(sorted(EDGE_VALUES), k=rng.choice([1, 1, 2, 3])):
+            candidate[name] = rng.choice(EDGE_VALUES[name])
+        data = {"events": [{k: v for k, v in candidate.items() if v is not MISSING}]}
+
+        read = _plainly_valid_events(data)
+
+        if read is None:
+            continue
+        plain += 1
+        batch = FeedbackBatchIn(data=data)
+        assert batch.is_valid(), (data, batch.errors)
+        expected = batch.validated_data["events"]
+        assert [{k: repr(v) for k, v in e.items()} for e in read] == [
+            {k: repr(v) for k, v in e.items()} for e in expected
+        ], data
+    assert plain > 1000
+
+
+def test_the_plain_pass_reads_an_ordinary_batch():
+    data = {"events": [event(1), event(2, kind="purchase", value="7.65")]}
+
+    assert _plainly_valid_events(data) is not None
 
 
 @pytest.mark.django_db
