@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "commerce",
     "rl_engine",
     "governance",
+    "merchants",
 ]
 
 MIDDLEWARE = [
@@ -246,3 +247,54 @@ REVIEW_DUE_HOURS = env.json(
 OVERRIDE_CAP_WINDOW_HOURS = env.float("OVERRIDE_CAP_WINDOW_HOURS", default=24.0)
 # How long serving keeps the overrides in force before reading them again.
 OVERRIDE_CACHE_SECONDS = env.float("OVERRIDE_CACHE_SECONDS", default=5.0)
+
+# Audit thresholds (governance.audits.thresholds.AuditThresholds documents each).
+# Fairness across customer groups: the four-fifths rule, groups pooled below a
+# size, and gaps ignored where the worst group would expect few positives.
+AUDIT_FAIRNESS_MIN_RATIO = env.float("AUDIT_FAIRNESS_MIN_RATIO", default=0.8)
+AUDIT_FAIRNESS_MIN_GROUP_SLATES = env.int("AUDIT_FAIRNESS_MIN_GROUP_SLATES", default=30)
+AUDIT_FAIRNESS_MIN_EXPECTED_POSITIVES = env.float(
+    "AUDIT_FAIRNESS_MIN_EXPECTED_POSITIVES", default=5.0
+)
+# Merchants with at least this share of sales whose exposure share falls below
+# the ratio times it are under-exposed.
+AUDIT_MERCHANT_MIN_MERIT_SHARE = env.float(
+    "AUDIT_MERCHANT_MIN_MERIT_SHARE", default=0.01
+)
+AUDIT_MERCHANT_MIN_EXPOSURE_RATIO = env.float(
+    "AUDIT_MERCHANT_MIN_EXPOSURE_RATIO", default=0.5
+)
+# Bursts: robust z-score per product or customer and time bucket.
+AUDIT_BURST_BUCKET_MINUTES = env.int("AUDIT_BURST_BUCKET_MINUTES", default=60)
+AUDIT_BURST_Z = env.float("AUDIT_BURST_Z", default=6.0)
+AUDIT_BURST_MIN_EVENTS = env.int("AUDIT_BURST_MIN_EVENTS", default=20)
+AUDIT_BURST_KINDS = env.list(
+    "AUDIT_BURST_KINDS",
+    default=["click", "add_to_cart", "purchase", "return", "rating"],
+)
+# Bot-like customers and purchase-then-return customers.
+AUDIT_BOT_MAX_CLICKS_PER_HOUR = env.int("AUDIT_BOT_MAX_CLICKS_PER_HOUR", default=120)
+AUDIT_BOT_MIN_CLICKS = env.int("AUDIT_BOT_MIN_CLICKS", default=10)
+AUDIT_BOT_UNMATCHED_CLICK_SHARE = env.float(
+    "AUDIT_BOT_UNMATCHED_CLICK_SHARE", default=0.5
+)
+AUDIT_CUSTOMER_MIN_PURCHASES = env.int("AUDIT_CUSTOMER_MIN_PURCHASES", default=5)
+AUDIT_CUSTOMER_RETURN_SHARE_MAX = env.float(
+    "AUDIT_CUSTOMER_RETURN_SHARE_MAX", default=0.5
+)
+# Poor quality signals, and the exposure that makes a poor product over-promoted.
+AUDIT_QUALITY_MIN_PURCHASES = env.int("AUDIT_QUALITY_MIN_PURCHASES", default=5)
+AUDIT_QUALITY_MIN_RATINGS = env.int("AUDIT_QUALITY_MIN_RATINGS", default=3)
+AUDIT_RETURN_RATE_MAX = env.float("AUDIT_RETURN_RATE_MAX", default=0.3)
+AUDIT_RATING_MIN = env.float("AUDIT_RATING_MIN", default=2.5)
+AUDIT_OVER_PROMOTION_MERIT_MULTIPLE = env.float(
+    "AUDIT_OVER_PROMOTION_MERIT_MULTIPLE", default=2.0
+)
+AUDIT_OVER_PROMOTION_SHARE = env.float("AUDIT_OVER_PROMOTION_SHARE", default=0.02)
+AUDIT_MAX_FLAGS_PER_RULE = env.int("AUDIT_MAX_FLAGS_PER_RULE", default=100)
+# Celery beat audits the last AUDIT_WINDOW_HOURS every AUDIT_EVERY_SECONDS.
+AUDIT_WINDOW_HOURS = env.float("AUDIT_WINDOW_HOURS", default=24.0)
+CELERY_BEAT_SCHEDULE["governance-audit"] = {
+    "task": "governance.tasks.run_scheduled_audit",
+    "schedule": env.float("AUDIT_EVERY_SECONDS", default=AUDIT_WINDOW_HOURS * 3600),
+}

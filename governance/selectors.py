@@ -6,16 +6,34 @@ every event.
 """
 
 import datetime as dt
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from commerce.models import Customer, ServedSlateItem
+from commerce.models import (
+    Customer,
+    FeedbackEvent,
+    Merchant,
+    Product,
+    ServedSlate,
+    ServedSlateItem,
+)
+from governance.audits.log import (
+    EVENT_COLUMNS,
+    PRODUCT_COLUMNS,
+    SLATE_COLUMNS,
+    SLATE_ITEM_COLUMNS,
+    AuditLog,
+)
 from governance.models import Override, OverrideKind
 
 
@@ -137,13 +155,19 @@ def slate_constraints(
     if not rows:
         return NO_CONSTRAINTS
     caps_reached = _caps_reached(
-        {product: value for _, kind, product, _, value, *_ in rows if kind == "cap"}
+        {
+            product: value
+            for _, kind, product, _, value, *_ in rows
+            if kind == OverrideKind.CAP and product is not None and value is not None
+        }
     )
     suppressed: set[str] = set()
     multipliers: dict[str, float] = {}
     pinned: dict[str, int] = {}
     reasons: dict[str, str] = {}
     for pk, kind, product, sku, value, attribute, group in rows:
+        # The table's checks guarantee a value for every kind that uses one.
+        amount = 1.0 if value is None else value
         if attribute and customer_groups.get(attribute) != group:
             continue
         if kind == OverrideKind.SUPPRESS or (
@@ -151,9 +175,9 @@ def slate_constraints(
         ):
             suppressed.add(sku)
         elif kind in (OverrideKind.DEMOTE, OverrideKind.BOOST):
-            multipliers[sku] = multipliers.get(sku, 1.0) * float(value)
+            multipliers[sku] = multipliers.get(sku, 1.0) * amount
         elif kind == OverrideKind.PIN:
-            pinned[sku] = int(value)
+            pinned[sku] = int(amount)
         else:
             continue
         reasons[sku] = f"{kind} #{pk}"
@@ -208,3 +232,139 @@ def training_exclusions(at: dt.datetime | None = None) -> set[str]:
         .filter(kind=OverrideKind.EXCLUDE_TRAINING)
         .values_list("customer__external_id", flat=True)
     )
+
+
+# Audit windows: what an audit reads, copied out of PostgreSQL into frames.
+
+
+def audit_log(*, since: dt.datetime, until: dt.datetime) -> AuditLog:
+    """The slates served in ``[since, until)`` and the feedback events around them.
+
+    The slates are those created in the window and those that the window's
+    events name: a replay logs a slate when it runs, but its events carry the
+    moment the slate stands for. The events are those that occurred in the
+    window and those that name one of its slates. Rows leave the server through
+    ``COPY ... TO STDOUT`` and are parsed by pandas, which is many times faster
+    than fetching a million rows through a cursor.
+    """
+    slate_table, item_table = ServedSlate._meta.db_table, ServedSlateItem._meta.db_table
+    event_table = FeedbackEvent._meta.db_table
+    window = {"since": since, "until": until}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.audit_slate")
+        cursor.execute(
+            f"""
+            CREATE TEMPORARY TABLE audit_slate ON COMMIT DROP AS
+            SELECT row_number() OVER (ORDER BY created_at, id) - 1 AS slate,
+                id, customer_id
+            FROM (
+                SELECT id, created_at, customer_id FROM {slate_table}
+                WHERE created_at >= %(since)s AND created_at < %(until)s
+                UNION
+                SELECT s.id, s.created_at, s.customer_id FROM {slate_table} s
+                WHERE s.id IN (
+                    SELECT slate_id FROM {event_table}
+                    WHERE occurred_at >= %(since)s AND occurred_at < %(until)s
+                        AND slate_id IS NOT NULL
+                )
+            ) AS window_slate
+            """,
+            window,
+        )
+        cursor.execute("ANALYZE audit_slate")
+        slates = _copy_frame(
+            cursor,
+            "SELECT slate, customer_id FROM audit_slate ORDER BY slate",
+            window,
+            SLATE_COLUMNS,
+        )
+        slate_items = _copy_frame(
+            cursor,
+            f"""
+            SELECT w.slate, i.product_id, i.position
+            FROM {item_table} i JOIN audit_slate w ON w.id = i.slate_id
+            """,
+            window,
+            SLATE_ITEM_COLUMNS,
+        )
+        event_columns = """
+            e.kind, e.customer_id, e.product_id, w.slate, e.slate_position,
+            CASE WHEN e.kind IN ('purchase', 'return') THEN e.order_id END,
+            e.quantity, e.value, floor(extract(epoch FROM e.occurred_at))::bigint
+        """
+        events = _copy_frame(
+            cursor,
+            f"""
+            SELECT {event_columns}
+            FROM {event_table} e LEFT JOIN audit_slate w ON w.id = e.slate_id
+            WHERE e.occurred_at >= %(since)s AND e.occurred_at < %(until)s
+            UNION ALL
+            SELECT {event_columns}
+            FROM {event_table} e JOIN audit_slate w ON w.id = e.slate_id
+            WHERE NOT (e.occurred_at >= %(since)s AND e.occurred_at < %(until)s)
+            """,
+            window,
+            EVENT_COLUMNS,
+        )
+        products = _copy_frame(
+            cursor,
+            f"""
+            SELECT p.id, p.merchant_id, p.is_active AND p.in_stock AND m.is_active
+            FROM {Product._meta.db_table} p
+            JOIN {Merchant._meta.db_table} m ON m.id = p.merchant_id
+            """,
+            window,
+            PRODUCT_COLUMNS,
+        )
+    customer_ids = slates["customer_id"].dropna().unique().tolist()
+    return AuditLog.build(
+        slates=slates,
+        slate_items=slate_items,
+        events=events,
+        products=products,
+        customer_groups=_customer_group_rows(customer_ids),
+    )
+
+
+def _customer_group_rows(customer_ids: list[int]) -> list[dict[str, object]]:
+    """One row per group of each customer, as ``customer_groups`` names them."""
+    rows: list[dict[str, object]] = []
+    for start in range(0, len(customer_ids), 10_000):
+        customers = Customer.objects.filter(
+            pk__in=customer_ids[start : start + 10_000]
+        ).only("id", "country", "group_attributes", "group_attributes_consent")
+        rows += (
+            {"customer_id": customer.pk, "attribute": attribute, "value": value}
+            for customer in customers
+            for attribute, value in customer_groups(customer).items()
+        )
+    return rows
+
+
+def _copy_frame(
+    cursor: Any, query: str, params: dict[str, Any], columns: dict[str, str]
+) -> pd.DataFrame:
+    """Run ``query`` through COPY and read its rows into typed columns."""
+    buffer = io.BytesIO()
+    # The psycopg cursor itself: Django's debug wrapper passes no parameters.
+    statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv)"
+    with cursor.cursor.copy(statement, params) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    if not buffer.getbuffer().nbytes:
+        return pd.DataFrame(
+            {name: pd.Series(dtype=kind) for name, kind in columns.items()}
+        )
+    frame = pd.read_csv(
+        buffer,
+        header=None,
+        names=list(columns),
+        dtype={name: kind for name, kind in columns.items() if kind != "bool"},
+        true_values=["t"],
+        false_values=["f"],
+        # NULL is an empty field; an empty text is a quoted one, and stays "".
+        keep_default_na=False,
+        na_values={name: [""] for name, kind in columns.items() if kind != "str"},
+    )
+    return frame.astype(columns)

@@ -6,17 +6,21 @@ account for its change in that same transaction.
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from commerce.models import Customer, Product
+from governance.audits.findings import Finding
+from governance.audits.sections import SECTIONS, run_sections
+from governance.audits.thresholds import AuditThresholds
 from governance.errors import (
     InvalidDecisionError,
     InvalidOverrideError,
@@ -28,6 +32,7 @@ from governance.models import (
     PRODUCT_OVERRIDES,
     SEVERITY_PRIORITY,
     AuditRun,
+    AuditStatus,
     Decision,
     Flag,
     GovernanceEvent,
@@ -39,10 +44,11 @@ from governance.models import (
     Severity,
     TargetType,
 )
+from governance.selectors import audit_log
 
 logger = logging.getLogger(__name__)
 
-Actor = AbstractBaseUser | None
+Actor = User | None
 
 
 def record_governance_event(
@@ -182,7 +188,7 @@ def _review_state(item: ReviewItem) -> dict[str, Any]:
 
 
 def claim_next_review_item(
-    *, reviewer: AbstractBaseUser, rule_prefix: str = ""
+    *, reviewer: User, rule_prefix: str = ""
 ) -> ReviewItem | None:
     """Give the reviewer the most urgent pending item, or ``None``.
 
@@ -204,9 +210,7 @@ def claim_next_review_item(
         return _claim(item, reviewer)
 
 
-def claim_review_item(
-    *, reviewer: AbstractBaseUser, item_id: int, version: int
-) -> ReviewItem:
+def claim_review_item(*, reviewer: User, item_id: int, version: int) -> ReviewItem:
     """Claim one pending (or escalated) item the reviewer has chosen."""
     with transaction.atomic():
         item = _locked(item_id, version)
@@ -217,7 +221,7 @@ def claim_review_item(
         return _claim(item, reviewer)
 
 
-def _claim(item: ReviewItem, reviewer: AbstractBaseUser) -> ReviewItem:
+def _claim(item: ReviewItem, reviewer: User) -> ReviewItem:
     before = _review_state(item)
     item.status = ReviewStatus.CLAIMED
     item.assignee_id = reviewer.pk
@@ -249,9 +253,7 @@ def _locked(item_id: int, version: int) -> ReviewItem:
     return item
 
 
-def release_review_item(
-    *, reviewer: AbstractBaseUser, item_id: int, version: int
-) -> ReviewItem:
+def release_review_item(*, reviewer: User, item_id: int, version: int) -> ReviewItem:
     """Put a claimed item back in the queue."""
     with transaction.atomic():
         item = _locked(item_id, version)
@@ -274,7 +276,7 @@ def release_review_item(
 
 
 def escalate_review_item(
-    *, reviewer: AbstractBaseUser, item_id: int, version: int, note: str
+    *, reviewer: User, item_id: int, version: int, note: str
 ) -> ReviewItem:
     """Hand a claimed item up to an administrator, with the reviewer's note."""
     if not note.strip():
@@ -300,7 +302,7 @@ def escalate_review_item(
         return item
 
 
-def _require_claimed_by(item: ReviewItem, reviewer: AbstractBaseUser) -> None:
+def _require_claimed_by(item: ReviewItem, reviewer: User) -> None:
     if item.status != ReviewStatus.CLAIMED or item.assignee_id != reviewer.pk:
         raise ReviewStateError(
             f"Item {item.pk} is not claimed by you; claim it before acting on it."
@@ -324,7 +326,7 @@ class OverrideSpec:
 
 def decide_review_item(
     *,
-    reviewer: AbstractBaseUser,
+    reviewer: User,
     item_id: int,
     version: int,
     decision: Decision,
@@ -401,7 +403,7 @@ def _target_of(item: ReviewItem, kind: OverrideKind) -> tuple[int | None, int | 
 
 def create_override(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     kind: OverrideKind,
     reason_code: ReasonCode,
     statement: str,
@@ -506,9 +508,7 @@ def _check_override(
         )
 
 
-def revoke_override(
-    *, actor: AbstractBaseUser, override_id: int, reason: str
-) -> Override:
+def revoke_override(*, actor: User, override_id: int, reason: str) -> Override:
     """End an override now; it stays on record."""
     if not reason.strip():
         raise InvalidOverrideError("Revoking an override needs a reason.")
@@ -550,3 +550,147 @@ def override_state(override: Override) -> dict[str, Any]:
         "reason_code": override.reason_code,
         "review_item": override.review_item_id,
     }
+
+
+# Audits.
+
+AUDIT_STAGES = ("load", *SECTIONS, "store")
+"""What ``run_audit`` reports to ``on_progress``, in order, as each ends."""
+
+
+def audit_thresholds() -> AuditThresholds:
+    """The thresholds in force: each field from the setting ``AUDIT_<FIELD>``."""
+    values = {
+        field.name: getattr(settings, f"AUDIT_{field.name.upper()}")
+        for field in fields(AuditThresholds)
+    }
+    values["burst_kinds"] = tuple(values["burst_kinds"])
+    return AuditThresholds(**values)
+
+
+def run_audit(
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    triggered_by: str,
+    on_progress: Callable[[str], None] | None = None,
+) -> AuditRun:
+    """Audit the slates and events of ``[since, until)``; store metrics and flags.
+
+    The run is stored as running first, so that a long audit shows. Its
+    metrics, its flags (each opening or joining a review item) and its final
+    state are then written in one transaction with an ``audit.completed``
+    event. A failure leaves nothing of that: the run is marked failed, with
+    an ``audit.failed`` event, and the error raised again.
+    """
+    if until <= since:
+        raise ValueError("An audit window must end after it starts.")
+    thresholds = audit_thresholds()
+    audit_run = AuditRun.objects.create(
+        window_start=since,
+        window_end=until,
+        triggered_by=triggered_by,
+        thresholds=asdict(thresholds),
+    )
+    progress = on_progress or (lambda stage: None)
+    extra = {"audit_run_id": audit_run.pk}
+    logger.info("Audit %s started: %s to %s", audit_run.pk, since, until, extra=extra)
+    try:
+        with transaction.atomic():
+            started = time.perf_counter()
+            log = audit_log(since=since, until=until)
+            load_seconds = time.perf_counter() - started
+            progress("load")
+
+            outcome = run_sections(log, thresholds, on_section=progress)
+
+            started = time.perf_counter()
+            flags = raise_flags(
+                audit_run=audit_run,
+                flags=[_flag_spec(finding) for finding in outcome.findings],
+            )
+            audit_run.metrics = {
+                **outcome.metrics,
+                "seconds": {
+                    "load": round(load_seconds, 3),
+                    **{name: round(s, 3) for name, s in outcome.seconds.items()},
+                    "store": round(time.perf_counter() - started, 3),
+                },
+            }
+            audit_run.slate_count = len(log.slates)
+            audit_run.slate_item_count = len(log.slate_items)
+            audit_run.event_count = len(log.events)
+            audit_run.status = AuditStatus.SUCCEEDED
+            audit_run.finished_at = timezone.now()
+            audit_run.save()
+            record_governance_event(
+                action="audit.completed",
+                target_type="audit_run",
+                target_id=str(audit_run.pk),
+                actor_label=triggered_by,
+                after=_audit_state(audit_run, flags),
+                reason=f"{len(flags)} flags raised",
+            )
+            progress("store")
+    except Exception as error:
+        _fail_audit(audit_run, error)
+        raise
+    logger.info(
+        "Audit %s succeeded: %s slates, %s events, %s flags",
+        audit_run.pk,
+        audit_run.slate_count,
+        audit_run.event_count,
+        len(flags),
+        extra={**extra, "flags": len(flags)},
+    )
+    return audit_run
+
+
+def _flag_spec(finding: Finding) -> FlagSpec:
+    return FlagSpec(
+        rule=finding.rule,
+        severity=Severity(finding.severity),
+        target_type=TargetType(finding.target_type),
+        target_id=finding.target_id,
+        summary=finding.summary,
+        evidence=finding.evidence,
+        thresholds=finding.thresholds,
+    )
+
+
+def _audit_state(audit_run: AuditRun, flags: list[Flag]) -> dict[str, Any]:
+    flags_by_rule: dict[str, int] = {}
+    for flag in flags:
+        flags_by_rule[flag.rule] = flags_by_rule.get(flag.rule, 0) + 1
+    return {
+        "status": audit_run.status,
+        "window_start": audit_run.window_start.isoformat(),
+        "window_end": audit_run.window_end.isoformat(),
+        "slates": audit_run.slate_count,
+        "slate_items": audit_run.slate_item_count,
+        "events": audit_run.event_count,
+        "flags": flags_by_rule,
+        "error": audit_run.error,
+    }
+
+
+def _fail_audit(audit_run: AuditRun, error: Exception) -> None:
+    audit_run.status = AuditStatus.FAILED
+    audit_run.error = f"{type(error).__name__}: {error}"[:5000]
+    audit_run.finished_at = timezone.now()
+    with transaction.atomic():
+        audit_run.save(update_fields=["status", "error", "finished_at"])
+        record_governance_event(
+            action="audit.failed",
+            target_type="audit_run",
+            target_id=str(audit_run.pk),
+            actor_label=audit_run.triggered_by,
+            after=_audit_state(audit_run, []),
+            reason=audit_run.error,
+        )
+    logger.error(
+        "Audit %s failed: %s",
+        audit_run.pk,
+        audit_run.error,
+        extra={"audit_run_id": audit_run.pk},
+    )

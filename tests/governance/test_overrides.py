@@ -40,7 +40,7 @@ def override(admin: User, kind: OverrideKind, **fields: object) -> Override:
 
 
 def test_override_and_its_event_are_written_together(admin):
-    product = ProductFactory()
+    product = ProductFactory.create()
 
     made = override(admin, OverrideKind.SUPPRESS, product_id=product.pk)
 
@@ -69,7 +69,7 @@ def test_override_and_its_event_are_written_together(admin):
 def test_malformed_overrides_are_refused_and_nothing_is_stored(
     admin, kind, fields, message
 ):
-    product = ProductFactory()
+    product = ProductFactory.create()
     target = {} if kind == OverrideKind.EXCLUDE_TRAINING else {"product_id": product.pk}
     if "names a product" in message:
         target = {}
@@ -82,7 +82,7 @@ def test_malformed_overrides_are_refused_and_nothing_is_stored(
 
 
 def test_expiry_before_start_and_missing_statement_are_refused(admin):
-    product = ProductFactory()
+    product = ProductFactory.create()
     now = timezone.now()
 
     with pytest.raises(InvalidOverrideError, match="expire after"):
@@ -92,7 +92,7 @@ def test_expiry_before_start_and_missing_statement_are_refused(admin):
 
 
 def test_suppression_applies_to_its_group_only(admin):
-    product = ProductFactory(external_id="85123A")
+    product = ProductFactory.create(external_id="85123A")
     override(
         admin,
         OverrideKind.SUPPRESS,
@@ -110,8 +110,8 @@ def test_suppression_applies_to_its_group_only(admin):
 
 
 def test_expired_and_revoked_overrides_are_not_in_force(admin):
-    product = ProductFactory(external_id="A")
-    other = ProductFactory(external_id="B")
+    product = ProductFactory.create(external_id="A")
+    other = ProductFactory.create(external_id="B")
     start = timezone.now() - dt.timedelta(days=2)
     override(
         admin,
@@ -136,8 +136,8 @@ def test_expired_and_revoked_overrides_are_not_in_force(admin):
 
 
 def test_demotion_and_boost_scale_the_margin_over_the_floor(admin):
-    demoted = ProductFactory(external_id="D")
-    boosted = ProductFactory(external_id="B")
+    demoted = ProductFactory.create(external_id="D")
+    boosted = ProductFactory.create(external_id="B")
     override(admin, OverrideKind.DEMOTE, product_id=demoted.pk, value=0.5)
     override(admin, OverrideKind.BOOST, product_id=boosted.pk, value=3.0)
     constraints = slate_constraints(customer_groups=EVERYONE)
@@ -153,8 +153,8 @@ def test_demotion_and_boost_scale_the_margin_over_the_floor(admin):
 
 
 def test_cap_suppresses_once_the_share_is_reached(admin):
-    capped = ProductFactory(external_id="CAP")
-    other = ProductFactory(external_id="OTHER")
+    capped = ProductFactory.create(external_id="CAP")
+    other = ProductFactory.create(external_id="OTHER")
     override(admin, OverrideKind.CAP, product_id=capped.pk, value=0.5)
     assert slate_constraints(customer_groups=EVERYONE).suppressed == frozenset()
 
@@ -184,12 +184,12 @@ def test_pins_take_their_positions_when_eligible():
 
 
 def test_groups_use_consented_attributes_only():
-    consenting = CustomerFactory(
+    consenting = CustomerFactory.create(
         country="France",
         group_attributes={"age_band": "25-34"},
         group_attributes_consent=True,
     )
-    declining = CustomerFactory(
+    declining = CustomerFactory.create(
         country="France",
         group_attributes={"age_band": "25-34"},
         group_attributes_consent=False,
@@ -201,9 +201,14 @@ def test_groups_use_consented_attributes_only():
 
 
 def test_training_excludes_the_customers_under_exclusion(admin):
-    fraud, honest = CustomerFactory(external_id="F1"), CustomerFactory(external_id="H1")
+    fraud, honest = (
+        CustomerFactory.create(external_id="F1"),
+        CustomerFactory.create(external_id="H1"),
+    )
     for customer in (fraud, honest):
-        FeedbackEventFactory(customer=customer, value=2, order_id=f"o-{customer.pk}")
+        FeedbackEventFactory.create(
+            customer=customer, value=2, order_id=f"o-{customer.pk}"
+        )
     override(
         admin,
         OverrideKind.EXCLUDE_TRAINING,
