@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from commerce.errors import ImportFormatError
 from commerce.importers.transactions import TransactionLayout
@@ -54,6 +55,30 @@ def store_counts() -> dict[str, int]:
         "products": Product.objects.count(),
         "customers": Customer.objects.count(),
         "merchants": Merchant.objects.count(),
+    }
+
+
+def planner_row_estimates() -> dict[str, float]:
+    """What the query planner believes each loaded table holds."""
+    tables = [model._meta.db_table for model in (FeedbackEvent, Product, Customer)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)", [tables]
+        )
+        return dict(cursor.fetchall())
+
+
+def test_an_import_refreshes_the_planner_statistics_of_what_it_loaded(
+    import_file, sample_path
+):
+    import_file(sample_path)
+
+    # reltuples is -1 for a table never analysed; a fresh ANALYZE of a table
+    # this small counts every row.
+    assert planner_row_estimates() == {
+        FeedbackEvent._meta.db_table: FeedbackEvent.objects.count(),
+        Product._meta.db_table: Product.objects.count(),
+        Customer._meta.db_table: Customer.objects.count(),
     }
 
 
