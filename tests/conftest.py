@@ -1,3 +1,4 @@
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,61 @@ def fresh_serving_caches() -> None:
     eligible_catalogue.clear()
     popularity.clear()
     live_policy.refresh()
+
+
+TextVectorCache = dict[tuple[str, str], bytes]
+"""MiniLM vectors by (model name, text hash), kept across a session's tests."""
+
+
+def embed_with_cache(cache: TextVectorCache) -> None:
+    """Embed every stored product text, encoding each at most once a session.
+
+    The first call runs the real encoder and keeps its vectors; later calls
+    store the kept vectors anew in the (rolled back and refilled) database.
+    """
+    from rl_engine.models import ProductEmbedding
+    from rl_engine.selectors import embedding_model_name
+    from rl_engine.services import embed_products
+
+    if not cache:
+        embed_products()
+        cache.update(
+            ((row.model_name, row.text_hash), bytes(row.vector))
+            for row in ProductEmbedding.objects.all()
+        )
+        return
+    model = embedding_model_name()
+    ProductEmbedding.objects.bulk_create(
+        ProductEmbedding(
+            model_name=name,
+            text_hash=text_hash,
+            dimension=len(vector) // 4,
+            vector=vector,
+        )
+        for (name, text_hash), vector in cache.items()
+        if name == model
+    )
+
+
+def make_policy_live(
+    settings: Any,
+    artifact_dir: Path,
+    config_overrides: dict[str, Any],
+    before: dt.datetime | None = None,
+) -> Any:
+    """Train a policy on the stored log, promote it and load it in this process.
+
+    Serving reads the live version and the catalogue afresh on every request.
+    """
+    from rl_engine.services import promote_policy, train_policy_version
+    from rl_engine.serving import eligible_catalogue, live_policy, popularity
+
+    settings.POLICY_ARTIFACT_DIR = artifact_dir
+    settings.POLICY_RELOAD_SECONDS = 0
+    settings.CATALOGUE_CACHE_SECONDS = 0
+    version = train_policy_version(before=before, config_overrides=config_overrides)
+    promoted = promote_policy(version=version, actor=None, reason="test", force=True)
+    for cache in (eligible_catalogue, popularity):
+        cache.clear()
+    live_policy.refresh()
+    return promoted

@@ -7,8 +7,7 @@ from django.core.management import call_command
 
 from commerce.models import ApiScope, FeedbackEvent, ServedSlate
 from commerce.services import create_api_client
-from rl_engine.services import promote_policy, train_policy_version
-from rl_engine.serving import eligible_catalogue, live_policy, popularity
+from tests.conftest import make_policy_live
 
 SMALL = {
     "epochs": 1,
@@ -22,16 +21,10 @@ SMALL = {
 def test_replay_serves_a_slate_per_invoice_and_stores_every_event(
     live_server, import_file, first_week_path, settings, tmp_path, capsys
 ):
-    settings.POLICY_ARTIFACT_DIR = tmp_path / "policies"
-    settings.POLICY_RELOAD_SECONDS = 0
     import_file(first_week_path)
-    version = train_policy_version(
-        before=dt.datetime(2010, 12, 6), config_overrides=SMALL
+    version = make_policy_live(
+        settings, tmp_path / "policies", SMALL, before=dt.datetime(2010, 12, 6)
     )
-    promote_policy(version=version, actor=None, reason="test", force=True)
-    for cache in (eligible_catalogue, popularity):
-        cache.clear()
-    live_policy.refresh()
     key = create_api_client(
         name="replay", scopes=[ApiScope.RECOMMENDATIONS, ApiScope.EVENTS]
     ).key

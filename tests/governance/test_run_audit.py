@@ -25,8 +25,7 @@ from governance.audits.thresholds import AuditThresholds
 from governance.models import AuditRun, AuditStatus, Flag, GovernanceEvent, ReviewItem
 from governance.services import AUDIT_STAGES, audit_thresholds, run_audit
 from governance.tasks import run_scheduled_audit
-from rl_engine.services import promote_policy, train_policy_version
-from rl_engine.serving import eligible_catalogue, live_policy, popularity
+from tests.conftest import make_policy_live
 from tests.factories import CustomerFactory, MerchantFactory, ProductFactory
 
 SECTIONS = {"fairness", "exposure", "anomalies", "quality"}
@@ -406,16 +405,10 @@ REPLAYED = (
 def test_an_audit_of_replayed_real_traffic_reports_every_metric_and_catches_faults(
     live_server, import_file, first_week_path, settings, tmp_path
 ):
-    settings.POLICY_ARTIFACT_DIR = tmp_path / "policies"
-    settings.POLICY_RELOAD_SECONDS = 0
     import_file(first_week_path)
-    version = train_policy_version(
-        before=dt.datetime(2010, 12, 6), config_overrides=SMALL_POLICY
+    make_policy_live(
+        settings, tmp_path / "policies", SMALL_POLICY, before=dt.datetime(2010, 12, 6)
     )
-    promote_policy(version=version, actor=None, reason="test", force=True)
-    for cache in (eligible_catalogue, popularity):
-        cache.clear()
-    live_policy.refresh()
     key = create_api_client(
         name="replay", scopes=[ApiScope.RECOMMENDATIONS, ApiScope.EVENTS]
     ).key

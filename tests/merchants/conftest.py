@@ -12,10 +12,8 @@ from governance.access import REVIEWER_GROUP
 from governance.models import Decision, OverrideKind, ReasonCode, ReviewItem
 from governance.services import OverrideSpec, claim_review_item, decide_review_item
 from merchants.ranking import ranking_weights
-from rl_engine.models import ProductEmbedding
-from rl_engine.selectors import embedding_model_name
-from rl_engine.services import embed_products, promote_policy, train_policy_version
-from rl_engine.serving import eligible_catalogue, live_policy, popularity
+from rl_engine.serving import live_policy
+from tests.conftest import TextVectorCache, embed_with_cache, make_policy_live
 from tests.factories import MerchantFactory, ProductFactory
 from tests.governance.test_review_queue import flag_product
 
@@ -120,49 +118,24 @@ SMALL_POLICY = {
 
 
 @pytest.fixture(scope="session")
-def sample_vectors() -> dict[tuple[str, str], bytes]:
-    """MiniLM vectors of the sample's product texts, by (model, text hash):
-    encoded once per session, stored anew for each test."""
+def sample_vectors() -> TextVectorCache:
+    """MiniLM vectors of the sample's product texts, encoded once a session."""
     return {}
 
 
 @pytest.fixture
 def embedded_sample(
-    import_file: Any, sample_path: Any, sample_vectors: dict[tuple[str, str], bytes]
+    import_file: Any, sample_path: Any, sample_vectors: TextVectorCache
 ) -> None:
     """The sample's 51 invoices imported, every product text embedded by MiniLM."""
     import_file(sample_path)
-    if not sample_vectors:
-        embed_products()
-        sample_vectors.update(
-            ((row.model_name, row.text_hash), bytes(row.vector))
-            for row in ProductEmbedding.objects.all()
-        )
-        return
-    ProductEmbedding.objects.bulk_create(
-        ProductEmbedding(
-            model_name=name,
-            text_hash=text_hash,
-            dimension=len(vector) // 4,
-            vector=vector,
-        )
-        for (name, text_hash), vector in sample_vectors.items()
-        if name == embedding_model_name()
-    )
+    embed_with_cache(sample_vectors)
 
 
 @pytest.fixture
 def live_version(embedded_sample: None, settings: Any, tmp_path: Any) -> Any:
     """A small policy trained on the sample, live in this process."""
-    settings.POLICY_ARTIFACT_DIR = tmp_path / "policies"
-    settings.POLICY_RELOAD_SECONDS = 0
-    settings.CATALOGUE_CACHE_SECONDS = 0
-    for cache in (eligible_catalogue, popularity):
-        cache.clear()
     ranking_weights.clear()
-    version = train_policy_version(config_overrides=SMALL_POLICY)
-    promoted = promote_policy(version=version, actor=None, reason="test", force=True)
-    live_policy.refresh()
-    yield promoted
+    yield make_policy_live(settings, tmp_path / "policies", SMALL_POLICY)
     live_policy.refresh()
     ranking_weights.clear()
