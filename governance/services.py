@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from commerce.models import Customer, Product
+from governance.access import is_governance_admin
 from governance.audits.findings import Finding
 from governance.audits.sections import SECTIONS, run_sections
 from governance.audits.thresholds import AuditThresholds
@@ -211,12 +212,16 @@ def claim_next_review_item(
 
 
 def claim_review_item(*, reviewer: User, item_id: int, version: int) -> ReviewItem:
-    """Claim one pending (or escalated) item the reviewer has chosen."""
+    """Claim one pending item the reviewer has chosen (escalated: administrators)."""
     with transaction.atomic():
         item = _locked(item_id, version)
         if item.status not in (ReviewStatus.PENDING, ReviewStatus.ESCALATED):
             raise ReviewStateError(
                 f"Item {item.pk} is {item.status}; it cannot be claimed."
+            )
+        if item.status == ReviewStatus.ESCALATED and not is_governance_admin(reviewer):
+            raise ReviewStateError(
+                f"Item {item.pk} is escalated; only administrators may claim it."
             )
         return _claim(item, reviewer)
 
@@ -505,6 +510,11 @@ def _check_override(
     if bool(group_attribute) != bool(group_value):
         raise InvalidOverrideError(
             "A group scope names both the attribute and its value (or neither)."
+        )
+    if kind == OverrideKind.EXCLUDE_TRAINING and group_attribute:
+        raise InvalidOverrideError(
+            "A training exclusion leaves out all of the customer's events; "
+            "it takes no group scope."
         )
 
 

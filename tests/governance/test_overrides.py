@@ -81,6 +81,21 @@ def test_malformed_overrides_are_refused_and_nothing_is_stored(
     assert GovernanceEvent.objects.filter(action="override.created").count() == 0
 
 
+def test_a_training_exclusion_takes_no_group_scope(admin):
+    customer = CustomerFactory.create()
+
+    with pytest.raises(InvalidOverrideError, match="no group scope"):
+        override(
+            admin,
+            OverrideKind.EXCLUDE_TRAINING,
+            customer_id=customer.pk,
+            group_attribute="country",
+            group_value="France",
+        )
+
+    assert Override.objects.count() == 0
+
+
 def test_expiry_before_start_and_missing_statement_are_refused(admin):
     product = ProductFactory.create()
     now = timezone.now()

@@ -18,6 +18,7 @@ from governance.access import GOVERNANCE_ADMIN_GROUP, REVIEWER_GROUP
 from governance.errors import (
     InvalidDecisionError,
     InvalidOverrideError,
+    ReviewStateError,
     StaleReviewError,
 )
 from governance.models import (
@@ -313,6 +314,8 @@ def test_escalation_hands_the_item_to_administrators_only(
     assert item.title not in client.get(reverse("governance:queue")).text
     assert client.get(reverse("governance:item", args=[item.pk])).status_code == 403
     assert claim_next_review_item(reviewer=reviewer) is None
+    with pytest.raises(ReviewStateError, match="only administrators"):
+        claim_review_item(reviewer=reviewer, item_id=item.pk, version=escalated.version)
 
     client.force_login(admin)
     assert item.title in client.get(reverse("governance:queue")).text
