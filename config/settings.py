@@ -245,7 +245,8 @@ REVIEW_DUE_HOURS = env.json(
 # Exposure caps compare a product's share of the slate items served over this
 # many hours with its cap.
 OVERRIDE_CAP_WINDOW_HOURS = env.float("OVERRIDE_CAP_WINDOW_HOURS", default=24.0)
-# How long serving keeps the overrides in force before reading them again.
+# How long a serving process keeps the exposure shares that caps are checked
+# against before reading them again.
 OVERRIDE_CACHE_SECONDS = env.float("OVERRIDE_CACHE_SECONDS", default=5.0)
 
 # Audit thresholds (governance.audits.thresholds.AuditThresholds documents each).
