@@ -4,15 +4,20 @@ Run from the project root: ``nice .venv/bin/python benchmarks/scoring.py``. It
 needs neither the database nor the text encoder, and takes a few minutes and
 about 8 GB of memory. One request here is what serving does per slate to
 score: ``DQNPolicy.q_values`` for one customer's encoded state (a Q-value for
-every product), then ``pick_slate`` (k=10, softmax among the 200 best eligible
-products). Encoding the state and the database reads are not part of it.
+every product, or for the retrieved candidates on a catalogue that has a
+candidate index), then ``pick_slate`` (k=10, softmax among the 200 best
+eligible products). Encoding the state and the database reads are not part of
+it.
 
 In one run it prints p50 / p99 over ``BENCH_REQUESTS`` requests (200) for:
 
 - a synthetic catalogue of ``BENCH_ITEMS`` products (1,000,000): random
   MiniLM-sized (384) text vectors, random weights of the real dimensions, and
   co-occurrence neighbours from a million random baskets over a Zipf-like
-  popularity, for customers with a few to sixty baskets each;
+  popularity, for customers with a few to sixty baskets each. It is served
+  from candidates (``rl_engine.core.candidates``), then the same requests are
+  scored in full; the recall of the full scan's best among the candidates,
+  and how often the greedy top 10 agree, follow the table;
 - the real Online Retail catalogue (bundled file): its baskets, neighbours,
   popularity and test-period customers, with random weights; next to it, the
   training pass ``QNetwork.forward``, which is what serving ran before;
@@ -74,6 +79,8 @@ THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 """Torch threads: one, as a serving worker per core runs; 0 keeps torch's
 default of one per core, which on a busy machine spins and waits."""
 GOAL_MS = 10.0
+RECALL_STATES = 100
+"""Requests whose candidates are compared with the full scan's best."""
 TEXT_WIDTH = 384
 """Width of MiniLM-L6's sentence vectors, the text encoder's output."""
 ELIGIBLE_SHARE = 0.97
@@ -114,10 +121,22 @@ def main() -> None:
     policy, states = synthetic_policy(ITEMS, REQUESTS, rng)
     print(f"Built the synthetic policy in {time.perf_counter() - started:.0f} s")
     started = time.perf_counter()
-    policy.network.scoring_tables()
+    candidates = policy.network.scoring_tables().candidates
     precompute_s = time.perf_counter() - started
     large = time_requests(policy, states, rng)
     memory = memory_figures(policy)
+    served = [
+        policy.q_values(states.take(np.array([index])), candidates=True)[0]
+        for index in range(min(RECALL_STATES, len(states)))
+    ]
+
+    # The same requests scored in full, the exact reference.
+    policy.network.candidate_search = None
+    started = time.perf_counter()
+    policy.network.scoring_tables()
+    full_tables_s = time.perf_counter() - started
+    full = time_requests(policy, states, rng)
+    exact = policy.q_values(states.take(np.arange(len(served))))
     del policy, states
 
     real_policy, real_states = online_retail_policy(REQUESTS, rng)
@@ -140,7 +159,8 @@ def main() -> None:
     header = f"{'catalogue':<34}" + "".join(f"{step:>16}" for step in STEPS)
     print(header)
     print("-" * len(header))
-    print(rows(f"{ITEMS:,} synthetic", large))
+    print(rows(f"{ITEMS:,} candidates", large))
+    print(rows(f"{ITEMS:,} full scan", full))
     print(rows(f"{real_policy.network.n_items:,} Online Retail", real))
     print(rows("  before: QNetwork.forward", {"q_values": before}))
     print()
@@ -159,15 +179,42 @@ def main() -> None:
         f"({np.percentile(floor.cpu, 50):.1f} ms CPU)."
     )
     print(
-        f"Scoring tables built in {precompute_s:.1f} s, once "
-        "(DQNPolicy.load builds them)."
+        f"Scoring tables built in {precompute_s:.1f} s with the candidate index "
+        f"({candidates.build_seconds if candidates else 0.0:.1f} s of it), "
+        f"{full_tables_s:.1f} s without; once (DQNPolicy.load builds them)."
     )
+    print_recall(served, exact)
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"Load average over 1, 5 and 15 minutes at the end: {load}.")
     print()
     print(f"Memory at {ITEMS:,} products")
     for name, value in memory.items():
         print(f"  {name:<44}{value}")
+
+
+def print_recall(served: list[np.ndarray], exact: np.ndarray) -> None:
+    """How much of the exact best the candidates hold, and whether slates agree."""
+    scored = [np.isfinite(row) for row in served]
+    print(
+        f"Candidates over {len(served)} requests: "
+        f"{np.mean([row.sum() for row in scored]):,.0f} products scored per request"
+    )
+    for k in (10, 200):
+        recall = np.mean(
+            [
+                mask[np.argsort(-truth, kind="stable")[:k]].mean()
+                for mask, truth in zip(scored, exact, strict=True)
+            ]
+        )
+        print(f"  recall of the exact best {k}: {recall:.4f}")
+    same = np.mean(
+        [
+            set(np.argsort(-row, kind="stable")[:10])
+            == set(np.argsort(-truth, kind="stable")[:10])
+            for row, truth in zip(served, exact, strict=True)
+        ]
+    )
+    print(f"  greedy top 10 identical to the full scan's: {same:.1%} of requests")
 
 
 def rows(name: str, timings: dict[str, Samples]) -> str:
@@ -198,12 +245,14 @@ def time_requests(
     vector_numpy = vector.numpy()
 
     # One request and one of each floor first: caches, allocator, lazy tables.
-    policy.q_values(states.take(np.array([0])))
+    policy.q_values(states.take(np.array([0])), candidates=True)
     torch.mv(items, vector)
     timings = {step: Samples() for step in STEPS}
     for index in range(len(states)):
         state = states.take(np.array([index]))
-        scores = timings["q_values"].time(partial(policy.q_values, state))[0]
+        scores = timings["q_values"].time(
+            partial(policy.q_values, state, candidates=True)
+        )[0]
         timings["pick_slate"].time(
             partial(
                 pick_slate,

@@ -221,6 +221,13 @@ SERVING_EPSILON = env.float("SERVING_EPSILON", default=0.05)
 # Best-scored eligible products among which exploration samples.
 SERVING_CANDIDATES = env.int("SERVING_CANDIDATES", default=200)
 SERVING_MAX_K = env.int("SERVING_MAX_K", default=100)
+# Catalogues of at least SERVING_INDEX_MIN_ITEMS products are served from the
+# SERVING_INDEX_CANDIDATES best of an inner-product index (reading
+# SERVING_INDEX_PROBES of its lists), plus each customer's history items and
+# their neighbours, instead of scoring every product.
+SERVING_INDEX_MIN_ITEMS = env.int("SERVING_INDEX_MIN_ITEMS", default=250_000)
+SERVING_INDEX_CANDIDATES = env.int("SERVING_INDEX_CANDIDATES", default=1_000)
+SERVING_INDEX_PROBES = env.int("SERVING_INDEX_PROBES", default=48)
 
 # Queues: "cpu" for embedding, evaluation and audits; "training" for workers
 # with a GPU when there is one.

@@ -22,6 +22,7 @@ from commerce.services import file_sha256
 from governance.selectors import training_exclusions
 from governance.services import record_governance_event
 from rl_engine.core.baselines import protocol_baselines
+from rl_engine.core.candidates import CandidateSearch
 from rl_engine.core.config import TrainingConfig
 from rl_engine.core.evaluation import evaluate_log
 from rl_engine.core.policy import DQNPolicy, train_policy
@@ -232,7 +233,15 @@ def load_policy(version: PolicyVersion) -> DQNPolicy:
         raise ArtifactIntegrityError(
             f"Artifact of {version.label} does not match its recorded checksum."
         )
-    return DQNPolicy.load(path, device=settings.TORCH_DEVICE or None)
+    return DQNPolicy.load(
+        path,
+        device=settings.TORCH_DEVICE or None,
+        candidate_search=CandidateSearch(
+            min_items=settings.SERVING_INDEX_MIN_ITEMS,
+            candidates=settings.SERVING_INDEX_CANDIDATES,
+            probes=settings.SERVING_INDEX_PROBES,
+        ),
+    )
 
 
 @dataclass

@@ -357,7 +357,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
 
     if live.policy is not None and state is not None:
         item_ids = live.policy.item_ids
-        scores = live.policy.q_values(state)[0].astype(np.float64)
+        scores = live.policy.q_values(state, candidates=True)[0].astype(np.float64)
         kind = settings.SERVING_EXPLORATION
         version = live.label
     else:

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from rl_engine.core.baselines import cosine_item_similarity
+from rl_engine.core.candidates import CandidateSearch
 from rl_engine.core.config import TrainingConfig
 from rl_engine.core.protocol import BasketLog, CaseBatch
 from rl_engine.core.qnetwork import QNetwork, top_neighbours
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 TextVectors = Callable[[np.ndarray], np.ndarray]
 """Maps an array of item ids to their (ids x dimension) text vectors."""
 
+DEFAULT_SEARCH = CandidateSearch()
+
 SCORING_BATCH = 512
 SCORING_CELLS = 1 << 22
 """Most (states x items) Q-values scored at once, so that on a large catalogue
@@ -62,14 +65,19 @@ class DQNPolicy:
     """How many logged transitions it was trained on."""
 
     @torch.no_grad()
-    def q_values(self, states: StateBatch) -> np.ndarray:
-        """Return (states x items) Q-values, in batches, by ``QNetwork.score``."""
+    def q_values(self, states: StateBatch, *, candidates: bool = False) -> np.ndarray:
+        """Return (states x items) Q-values, in batches, by ``QNetwork.score``.
+
+        ``candidates`` lets one serving state be scored on retrieved candidates
+        only (-inf elsewhere) where the catalogue has a candidate index.
+        """
         self.network.eval()
         device = next(self.network.parameters()).device
         n_items = len(self.item_ids)
         batch = max(1, min(SCORING_BATCH, SCORING_CELLS // max(n_items, 1)))
         if 0 < len(states) <= batch:
-            return self.network.score(to_tensors(states, device)).cpu().numpy()
+            tensors = to_tensors(states, device)
+            return self.network.score(tensors, candidates=candidates).cpu().numpy()
         scores = np.empty((len(states), n_items), dtype=np.float32)
         for start in range(0, len(states), batch):
             rows = np.arange(start, min(start + batch, len(states)))
@@ -111,7 +119,14 @@ class DQNPolicy:
         )
 
     @classmethod
-    def load(cls, path: Path, *, device: str | None = None) -> Self:
+    def load(
+        cls,
+        path: Path,
+        *,
+        device: str | None = None,
+        candidate_search: CandidateSearch | None = DEFAULT_SEARCH,
+    ) -> Self:
+        """Read an artifact; build what scoring keeps, candidate index included."""
         saved = torch.load(path, map_location="cpu", weights_only=False)
         config = TrainingConfig.from_dict(saved["config"])
         popularity = PopularityTable(
@@ -128,6 +143,7 @@ class DQNPolicy:
         )
         network.load_state_dict(saved["state_dict"])
         network.to(pick_device(device or config.device))
+        network.candidate_search = candidate_search
         # Build what scoring keeps now rather than on the first request.
         network.eval().scoring_tables()
         return cls(

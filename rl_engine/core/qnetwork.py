@@ -32,13 +32,14 @@ of the customer's history, not of the catalogue.
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+from rl_engine.core.candidates import CandidateIndex, CandidateSearch
 from rl_engine.core.config import PolicyConfig
 from rl_engine.core.states import CONTEXT_FEATURES, REPEAT_FEATURES
 
@@ -88,13 +89,23 @@ class ScoringTables:
     """Per popularity slot, (n_items,) co-occurrence head of a product that no
     item of the state neighbours: its kNN inputs are zero, only popularity is
     left. Filled on first use of each slot."""
+    search: CandidateSearch | None = None
+    """The candidate settings these tables were built under."""
+    candidates: CandidateIndex | None = None
+    """Inner-product index for single states in ``candidate_slot``, built
+    when the catalogue reaches ``search.min_items`` (see ``candidates``)."""
+    candidate_slot: int = -1
+    """The popularity slot whose unreached values the index holds."""
 
     def nbytes(self) -> int:
         """Return the memory these tables hold, in bytes."""
         tensors = [self.items, self.item_bias, *self.unreached_cooc.values()]
         arrays = [self.similarity.data, self.similarity.indices]
-        return sum(t.element_size() * t.nelement() for t in tensors) + sum(
-            a.nbytes for a in [*arrays, self.similarity.indptr]
+        index = self.candidates.nbytes() if self.candidates is not None else 0
+        return (
+            sum(t.element_size() * t.nelement() for t in tensors)
+            + sum(a.nbytes for a in [*arrays, self.similarity.indptr])
+            + index
         )
 
 
@@ -123,6 +134,8 @@ class QNetwork(nn.Module):
         self.n_items = n_items
         self.config = config
         self._scoring_tables: ScoringTables | None = None
+        self.candidate_search: CandidateSearch | None = CandidateSearch()
+        """How ``score`` serves a large catalogue; None scores it in full."""
 
         padded_text = np.zeros((n_items + 1, text_width), dtype=np.float32)
         padded_text[:n_items] = text_vectors
@@ -325,11 +338,16 @@ class QNetwork(nn.Module):
         return q + padded[:, : self.n_items]
 
     @torch.no_grad()
-    def score(self, states: StateTensors) -> torch.Tensor:
+    def score(self, states: StateTensors, *, candidates: bool = False) -> torch.Tensor:
         """Return (batch, n_items) Q-values as ``forward`` does, to serve them.
 
         The values agree with ``forward`` to float32 rounding. Nothing here
         is differentiable; the memory it takes is a few times the Q-values'.
+        With ``candidates``, on a catalogue with a candidate index, a single
+        state in the serving popularity slot gets exact values for the
+        retrieved candidates, its history items and their neighbours, and
+        -inf for every other product: what serving needs to pick a slate, in
+        time that does not grow with the catalogue.
         """
         tables = self.scoring_tables()
         n_items = self.n_items
@@ -337,16 +355,24 @@ class QNetwork(nn.Module):
             return tables.items.new_empty((0, n_items))
         state = self.state_vectors(states, tables.items)
         scales = self.gate(states["context"]).exp()
+        seed_sets = [
+            (seed_items.cpu().numpy(), weights.cpu().numpy())
+            for seed_items, weights in self._seed_sets(states)
+        ]
+        if (
+            candidates
+            and tables.candidates is not None
+            and len(state) == 1
+            and int(states["popularity_slot"][0]) == tables.candidate_slot
+        ):
+            return self._score_candidates(states, state, scales, seed_sets, tables)
+
         items = tables.items[:n_items]
         if len(state) == 1:
             q = torch.addmv(tables.item_bias, items, state[0]).unsqueeze(0)
         else:
             q = torch.addmm(tables.item_bias, state, items.T)
 
-        seed_sets = [
-            (seed_items.cpu().numpy(), weights.cpu().numpy())
-            for seed_items, weights in self._seed_sets(states)
-        ]
         reads = neighbour_reads(tables.similarity, seed_sets)
         if reads > SPARSE_COOC_MAX_READS * q.numel():
             # The seeds reach most of the catalogue (a small one): run the
@@ -362,6 +388,62 @@ class QNetwork(nn.Module):
         history_cells = (rows * n_items + history_items)[present]
         repeat = self.repeat_values(states, scales)[present]
         q.view(-1).index_add_(0, history_cells, repeat)
+        return q
+
+    def _score_candidates(
+        self,
+        states: StateTensors,
+        state: torch.Tensor,
+        scales: torch.Tensor,
+        seed_sets: Sequence[tuple[np.ndarray, np.ndarray]],
+        tables: ScoringTables,
+    ) -> torch.Tensor:
+        """Score one state on its candidates only; see ``rl_engine.core.candidates``."""
+        assert tables.candidates is not None
+        n_items = self.n_items
+        vector, scale = state[0], scales[0, 0]
+        q = torch.full((1, n_items), -torch.inf, dtype=vector.dtype)
+        row = q[0]
+
+        # Products no history item neighbours: their values are the index's.
+        query = torch.cat([vector, vector.new_ones(1), scale.reshape(1)])
+        found, values = tables.candidates.search(query.cpu().numpy())
+        row[torch.from_numpy(found)] = torch.from_numpy(values)
+
+        # Products some history item neighbours: the head on their inputs.
+        cells, sums = seeded_neighbour_sums(tables.similarity, seed_sets)
+        if len(cells):
+            reached = torch.from_numpy(cells)
+            slot = int(states["popularity_slot"][0])
+            features = _candidate_inputs(
+                list(torch.from_numpy(sums)),
+                list(torch.from_numpy(sums.max(axis=1, keepdims=True)).clamp(min=1e-6)),
+                self.popularity[slot].index_select(0, reached),
+                self.popularity_week[slot].index_select(0, reached),
+            )
+            base = torch.addmv(
+                tables.item_bias[reached], tables.items.index_select(0, reached), vector
+            )
+            row[reached] = base + self.cooccurrence_values(features) * scale
+
+        # History items: scored as unreached where they are not yet, then
+        # their repeat part added.
+        history_items = states["history_items"][0]
+        present = history_items < n_items
+        history = history_items[present]
+        unscored = history[torch.isinf(row[history])]
+        if len(unscored):
+            unreached = tables.unreached_cooc[tables.candidate_slot]
+            row[unscored] = (
+                torch.addmv(
+                    tables.item_bias[unscored],
+                    tables.items.index_select(0, unscored),
+                    vector,
+                )
+                + unreached[unscored] * scale
+            )
+        repeat = self.repeat_values(states, scales)[0][present]
+        row.index_add_(0, history, repeat)
         return q
 
     def _cooccurrence_everywhere(
@@ -456,14 +538,21 @@ class QNetwork(nn.Module):
         """Return the state-free part of ``score``; rebuilt after weights change."""
         version = self._weights_version()
         tables = self._scoring_tables
-        if tables is not None and tables.weights_version == version:
+        if tables is not None and self._current(tables, version):
             return tables
         with _tables_lock:
             tables = self._scoring_tables
-            if tables is None or tables.weights_version != version:
+            if tables is None or not self._current(tables, version):
                 tables = self._build_scoring_tables(version)
                 self._scoring_tables = tables
         return tables
+
+    def _current(
+        self, tables: ScoringTables, version: tuple[tuple[int, int], ...]
+    ) -> bool:
+        return (
+            tables.weights_version == version and tables.search == self.candidate_search
+        )
 
     def _weights_version(self) -> tuple[tuple[int, int], ...]:
         # Any in-place update (an optimiser step, load_state_dict) bumps a
@@ -490,14 +579,31 @@ class QNetwork(nn.Module):
             (self.similarity_values.cpu().numpy(), (indices[0], indices[1])),
             shape=(self.n_items, self.n_items),
         )
+        search = self.candidate_search
         tables = ScoringTables(
             weights_version=version,
             items=items,
             item_bias=self.item_bias.detach(),
             similarity=similarity,
+            search=search,
         )
         # Serving states sit in the latest popularity snapshot.
-        self._unreached_cooc(tables, len(self.popularity) - 1)
+        slot = len(self.popularity) - 1
+        unreached = self._unreached_cooc(tables, slot)
+        if (
+            search is not None
+            and self.n_items >= search.min_items
+            and items.device.type == "cpu"
+        ):
+            vectors = torch.cat(
+                [items[: self.n_items], tables.item_bias[:, None], unreached[:, None]],
+                dim=1,
+            )
+            tables = replace(
+                tables,
+                candidates=CandidateIndex(vectors.numpy(), search),
+                candidate_slot=slot,
+            )
         return tables
 
 

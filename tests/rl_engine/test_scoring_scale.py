@@ -13,6 +13,7 @@ import torch
 
 from rl_engine.core import policy as policy_module
 from rl_engine.core import qnetwork
+from rl_engine.core.candidates import CandidateSearch
 from rl_engine.core.policy import DQNPolicy
 from rl_engine.core.protocol import BasketLog
 from rl_engine.core.qnetwork import QNetwork, seeded_neighbour_sums
@@ -255,3 +256,90 @@ def test_best_candidates_are_exact_when_the_sample_misleads():
     picked = best_candidates(scores, eligible, 200)
 
     assert picked.tolist() == np.argsort(-scores, kind="stable")[:200].tolist()
+
+
+# Serving a large catalogue from retrieved candidates.
+
+EXHAUSTIVE = CandidateSearch(
+    min_items=0, candidates=60, lists_per_sqrt_items=1.0, probes=10_000
+)
+"""An index on any catalogue that reads every list: its search is exact."""
+
+
+def latest_slot_states(network: QNetwork, transitions: TransitionBatch) -> StateBatch:
+    """Some states moved into the latest popularity slot, where serving is."""
+    states = some_states(transitions, n=24)
+    states.popularity_slot[:] = len(network.popularity) - 1
+    return states
+
+
+def test_a_catalogue_below_the_threshold_is_scored_in_full(early_log):
+    network = randomised_network(early_log)
+
+    assert network.candidate_search is not None
+    assert network.n_items < network.candidate_search.min_items
+    assert network.scoring_tables().candidates is None
+
+
+def test_candidates_get_their_exact_q_values_and_hold_the_best(
+    early_log, early_transitions
+):
+    network = randomised_network(early_log)
+    network.candidate_search = EXHAUSTIVE
+    states = latest_slot_states(network, early_transitions)
+    expected = straightforward_q(network, states)
+
+    for row in range(len(states)):
+        one = to_tensors(states.take(np.array([row])), CPU)
+        served = network.score(one, candidates=True)[0]
+        scored = torch.isfinite(served).numpy()
+
+        assert network.scoring_tables().candidates is not None
+        assert scored.sum() >= EXHAUSTIVE.candidates
+        assert scored.sum() < network.n_items
+        tolerance = 1e-5 * max(float(np.abs(expected[row]).max()), 1.0)
+        np.testing.assert_allclose(
+            served.numpy()[scored], expected[row][scored], rtol=1e-5, atol=tolerance
+        )
+        # An exact search returns the best unreached products; the reached
+        # ones and the history are scored besides: the best are all there.
+        best = np.argsort(-expected[row], kind="stable")[: EXHAUSTIVE.candidates]
+        assert scored[best].all()
+        history = states.history_items[row]
+        assert scored[history[history < network.n_items]].all()
+
+
+def test_batches_and_other_popularity_slots_are_scored_in_full(
+    early_log, early_transitions
+):
+    network = randomised_network(early_log)
+    network.candidate_search = EXHAUSTIVE
+    states = latest_slot_states(network, early_transitions)
+    states.popularity_slot[0] = 0
+
+    assert_same_q(
+        network.score(to_tensors(states, CPU)).numpy(),
+        straightforward_q(network, states),
+    )
+    first = to_tensors(states.take(np.array([0])), CPU)
+    assert np.isfinite(network.score(first, candidates=True).numpy()).all()
+    # Without asking for candidates (explanations, evaluation), a single state
+    # in the serving slot is scored in full too.
+    second = states.take(np.array([1]))
+    assert_same_q(
+        network.score(to_tensors(second, CPU)).numpy(),
+        straightforward_q(network, second),
+    )
+
+
+def test_changing_the_candidate_settings_rebuilds_the_tables(early_log):
+    network = randomised_network(early_log)
+    full = network.scoring_tables()
+
+    network.candidate_search = EXHAUSTIVE
+    indexed = network.scoring_tables()
+
+    assert full.candidates is None
+    assert indexed is not full
+    assert indexed.candidates is not None
+    assert indexed.candidates.index.ntotal == network.n_items
