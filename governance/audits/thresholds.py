@@ -63,6 +63,9 @@ class AuditThresholds:
     over_promotion_share: float = 0.02
     """...and so is one whose exposure share is at least this, whatever its
     sales."""
+    over_promotion_min_slate_items: int = 30
+    """Either only once it was shown in at least this many slate items: a
+    handful of showings is no promotion, and its share says nothing."""
 
     max_flags_per_rule: int = 100
     """At most this many flags per rule and audit, the strongest first, so a

@@ -518,8 +518,12 @@ def test_quality_signals():
     assert np.isnan(signals["return_rate"].to_numpy()[signals.index.get_loc(4)])
 
 
+QUALITY = AuditThresholds(over_promotion_min_slate_items=10)
+"""The quality log shows each product in ten slates."""
+
+
 def test_poor_products_with_high_exposure_are_over_promoted():
-    result = audit_quality(quality_log(), THRESHOLDS)
+    result = audit_quality(quality_log(), QUALITY)
 
     m = result.metrics
     assert m["return_rate"] == pytest.approx(10 / 30, abs=1e-6)
@@ -538,13 +542,24 @@ def test_poor_products_with_high_exposure_are_over_promoted():
 
 def test_a_poor_product_shown_in_proportion_to_its_net_sales_is_not_flagged():
     lenient = AuditThresholds(
-        over_promotion_merit_multiple=3.0, over_promotion_share=0.9
+        over_promotion_merit_multiple=3.0,
+        over_promotion_share=0.9,
+        over_promotion_min_slate_items=10,
     )
 
     result = audit_quality(quality_log(), lenient)
 
     # Product 1: exposure share 1 / (1.5 + W2) = 0.47 < 3 x 0.25 net share.
     assert {f.target_id for f in result.findings} == {"4"}
+
+
+def test_a_poor_product_shown_a_handful_of_times_is_not_judged_on_its_share():
+    rare = AuditThresholds(over_promotion_min_slate_items=11)
+
+    result = audit_quality(quality_log(), rare)
+
+    assert result.findings == []
+    assert result.metrics["poor_quality_products"] == 3
 
 
 # The log.
