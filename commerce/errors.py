@@ -30,6 +30,20 @@ class InvalidEventsError(CommerceError):
         self.details = details
 
 
+class SkuOwnedByOtherMerchantError(CommerceError):
+    """Some products of a catalogue sync are given to another merchant than the
+    one that sells their SKU; the batch is refused whole.
+
+    ``details`` lists each such product as ``{"index", "field", "code", "message"}``.
+    """
+
+    code = "sku_owned_by_other_merchant"
+
+    def __init__(self, message: str, details: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class ApiClientError(CommerceError):
     """An API client cannot be created or changed as asked."""
 

@@ -37,7 +37,12 @@ class Merchant(models.Model):
 
 
 class Product(models.Model):
-    """An item of a merchant's catalogue, identified by its SKU."""
+    """An item of a merchant's catalogue, identified by its SKU.
+
+    A deployment serves one shop and its merchants are the shop's sellers, so a
+    SKU names one product across all merchants: events, slates and the policy's
+    item vocabulary refer to products by SKU alone.
+    """
 
     merchant = models.ForeignKey(
         Merchant, on_delete=models.PROTECT, related_name="products"
@@ -55,16 +60,14 @@ class Product(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["merchant", "external_id"], name="product_unique_sku"
-            ),
+            # Its index serves every lookup by SKU.
+            models.UniqueConstraint(fields=["external_id"], name="product_unique_sku"),
             models.CheckConstraint(
                 condition=Q(price__isnull=True) | Q(price__gte=0),
                 name="product_price_not_negative",
             ),
         ]
         indexes = [
-            models.Index(fields=["external_id"], name="product_sku_idx"),
             models.Index(fields=["text_hash"], name="product_text_hash_idx"),
             # Serving reads the eligible catalogue on every policy load.
             models.Index(

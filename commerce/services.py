@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from commerce.errors import ApiClientError, InvalidEventsError
+from commerce.errors import (
+    ApiClientError,
+    InvalidEventsError,
+    SkuOwnedByOtherMerchantError,
+)
 from commerce.importers.transactions import (
     BadRow,
     ProductCodeFilter,
@@ -41,12 +45,28 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int], object]
 
 
+@dataclass(frozen=True)
+class MerchantKept:
+    """A stored product that an import's merchant map gives to another merchant.
+
+    The import leaves it with the merchant that sells it: a transaction log
+    does not move products between merchants.
+    """
+
+    sku: str
+    merchant: str
+    """The merchant the product stays with."""
+    mapped_merchant: str
+
+
 @dataclass
 class ImportResult:
-    """The run record of an import and the rows it refused."""
+    """The run record of an import, the rows it refused and the products whose
+    merchant it kept against the merchant map."""
 
     run: ImportRun
     bad_rows: list[BadRow]
+    merchants_kept: list[MerchantKept]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -71,7 +91,8 @@ def import_transactions(
     The file is read and validated whole before anything is written, so a file
     with missing columns leaves no trace. Events are keyed by (source, a hash
     of the line), so re-running an import, whole or after an interruption,
-    adds only what is missing.
+    adds only what is missing. A stored product keeps its merchant; those that
+    ``merchant_by_sku`` gives to another are counted and listed in the result.
     """
     plan = plan_transactions(
         path,
@@ -98,8 +119,12 @@ def import_transactions(
         extra={"import_run": run.pk, "source": source},
     )
     try:
-        counts = _store_plan(
-            plan, source=source, batch_size=batch_size, on_batch=on_batch
+        counts, merchants_kept = _store_plan(
+            plan,
+            source=source,
+            mapped_skus=set(merchant_by_sku or {}),
+            batch_size=batch_size,
+            on_batch=on_batch,
         )
     except BaseException as error:
         _finish_run(run, status=ImportStatus.FAILED, error=repr(error))
@@ -112,24 +137,35 @@ def import_transactions(
         counts["events_already_present"],
         extra={"import_run": run.pk, "source": source},
     )
-    return ImportResult(run=run, bad_rows=plan.bad_rows)
+    if merchants_kept:
+        logger.warning(
+            "Import %s kept %d products with the merchants that sell them, "
+            "against the merchant map (the first: %s); move them in the admin "
+            "if the map is right",
+            run.pk,
+            len(merchants_kept),
+            ", ".join(kept.sku for kept in merchants_kept[:10]),
+            extra={"import_run": run.pk, "source": source},
+        )
+    return ImportResult(run=run, bad_rows=plan.bad_rows, merchants_kept=merchants_kept)
 
 
 def _store_plan(
     plan: TransactionPlan,
     *,
     source: str,
+    mapped_skus: set[str],
     batch_size: int,
     on_batch: ProgressCallback | None,
-) -> dict[str, int]:
+) -> tuple[dict[str, int], list[MerchantKept]]:
     with transaction.atomic():
         merchant_ids = _ensure_merchants(plan.products["merchant"].unique())
-        products_added, products_updated = _upsert_products(plan.products, merchant_ids)
+        products = _upsert_products(plan.products, merchant_ids, mapped_skus)
         customers_added = _upsert_customers(plan.customers)
 
     customer_ids = dict(Customer.objects.values_list("external_id", "id"))
     events = plan.events.assign(
-        product_id=plan.events["sku"].map(_product_ids(plan.products, merchant_ids)),
+        product_id=plan.events["sku"].map(_product_ids(plan.products["sku"])),
         customer_id=plan.events["customer"].map(customer_ids).astype("Int64"),
     )
 
@@ -142,13 +178,15 @@ def _store_plan(
             on_batch(len(batch))
     if added:
         _refresh_statistics(FeedbackEvent, Product, Customer)
-    return {
-        "products_added": products_added,
-        "products_updated": products_updated,
+    counts = {
+        "products_added": products.added,
+        "products_updated": products.updated,
+        "products_merchant_kept": len(products.merchants_kept),
         "customers_added": customers_added,
         "events_added": added,
         "events_already_present": len(events) - added,
     }
+    return counts, products.merchants_kept
 
 
 def _refresh_statistics(*tables: type[models.Model]) -> None:
@@ -184,14 +222,25 @@ def _ensure_merchants(
     return merchant_ids
 
 
+@dataclass(frozen=True)
+class ProductUpsert:
+    added: int
+    updated: int
+    merchants_kept: list[MerchantKept]
+
+
 def _upsert_products(
-    products: pd.DataFrame, merchant_ids: Mapping[str, int]
-) -> tuple[int, int]:
-    """Insert new products and fill in what stored ones lack; return both counts.
+    products: pd.DataFrame, merchant_ids: Mapping[str, int], mapped_skus: set[str]
+) -> ProductUpsert:
+    """Insert new products and fill in what stored ones lack; report what changed.
 
     A transaction log is not the catalogue's authority: a stored title is only
     replaced while it is the bare SKU (no description was known), and a stored
-    price only while it is missing. Catalogue sync changes the rest.
+    price only while it is missing. Catalogue sync changes the rest. A SKU is
+    one product across merchants, and a stored product keeps its merchant;
+    where ``mapped_skus`` (the SKUs a merchant map names) gives one to another
+    merchant, it is reported. A SKU the map does not name goes to the default
+    merchant only when it is new, and is not reported.
     """
     rows = pd.DataFrame(
         {
@@ -199,6 +248,7 @@ def _upsert_products(
             "external_id": products["sku"],
             "title": products["title"],
             "price": products["price"],
+            "mapped": products["sku"].isin(mapped_skus),
         }
     )
     table = Product._meta.db_table
@@ -210,7 +260,8 @@ def _upsert_products(
         _copy_into_temp_table(
             cursor,
             "product_stage",
-            "merchant_id bigint, external_id text, title text, price numeric",
+            "merchant_id bigint, external_id text, title text, price numeric, "
+            "mapped boolean",
             rows,
         )
         cursor.execute(
@@ -220,7 +271,7 @@ def _upsert_products(
             SELECT merchant_id, external_id, title, '', price, true, true,
                 {new_hash}, now(), now()
             FROM product_stage
-            ON CONFLICT (merchant_id, external_id) DO UPDATE
+            ON CONFLICT (external_id) DO UPDATE
             SET title = CASE WHEN p.title = p.external_id
                     THEN EXCLUDED.title ELSE p.title END,
                 price = coalesce(p.price, EXCLUDED.price),
@@ -234,7 +285,26 @@ def _upsert_products(
             """
         )
         inserted = [row[0] for row in cursor.fetchall()]
-    return sum(inserted), len(inserted) - sum(inserted)
+
+        # After the upsert every staged SKU is stored, whoever stored it.
+        merchant_table = Merchant._meta.db_table
+        cursor.execute(
+            f"""
+            SELECT s.external_id, stored.external_id, mapped.external_id
+            FROM product_stage s
+            JOIN {table} p ON p.external_id = s.external_id
+            JOIN {merchant_table} stored ON stored.id = p.merchant_id
+            JOIN {merchant_table} mapped ON mapped.id = s.merchant_id
+            WHERE s.mapped AND p.merchant_id <> s.merchant_id
+            ORDER BY s.external_id
+            """
+        )
+        merchants_kept = [MerchantKept(*row) for row in cursor.fetchall()]
+    return ProductUpsert(
+        added=sum(inserted),
+        updated=len(inserted) - sum(inserted),
+        merchants_kept=merchants_kept,
+    )
 
 
 # The same digest as commerce.models.product_text_hash, computed in the database.
@@ -268,17 +338,15 @@ def _upsert_customers(customers: pd.DataFrame) -> int:
         return sum(row[0] for row in cursor.fetchall())
 
 
-def _product_ids(
-    products: pd.DataFrame, merchant_ids: Mapping[str, int]
-) -> dict[str, int]:
-    """Map each planned SKU to the id of its product under its merchant."""
-    planned = set(
-        zip(products["sku"], products["merchant"].map(merchant_ids), strict=True)
-    )
-    rows = Product.objects.filter(merchant_id__in=merchant_ids.values()).values_list(
-        "external_id", "merchant_id", "id"
-    )
-    return {sku: pk for sku, merchant, pk in rows if (sku, merchant) in planned}
+def _product_ids(skus: pd.Series) -> dict[str, int]:
+    """Map each planned SKU to the id of its product, whichever merchant sells it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT external_id, id FROM {Product._meta.db_table} "
+            "WHERE external_id = ANY(%s)",
+            [skus.tolist()],
+        )
+        return dict(cursor.fetchall())
 
 
 def _insert_events(batch: pd.DataFrame, *, source: str) -> int:
@@ -569,36 +637,44 @@ PRODUCT_FIELDS = ("title", "description", "price", "is_active", "in_stock")
 def sync_products(
     *, products: list[dict[str, Any]], default_merchant: str, actor_label: str
 ) -> CatalogueSync:
-    """Create or update products by (merchant, SKU); report what changed.
+    """Create or update products by SKU, all or nothing; report what changed.
 
-    A changed title or description changes the product's text hash, and the
-    product is listed for re-embedding.
+    A SKU names one product across merchants, and a sync never moves a product
+    to another merchant: if any product is given to another merchant than the
+    one that sells its SKU (its ``merchant``, or the default merchant when it
+    names none), or the batch gives one SKU to two merchants,
+    SkuOwnedByOtherMerchantError lists every such product and nothing is
+    stored. A changed title or description changes the product's text hash,
+    and the product is listed for re-embedding.
     """
+    try:
+        return _sync_products(products, default_merchant, actor_label)
+    except IntegrityError as error:
+        if _violated_constraint(error) != "product_unique_sku":
+            raise
+    # A concurrent sync stored one of the new SKUs after this one looked them
+    # up. It has committed, so a second pass finds it: it updates the product,
+    # or refuses the batch if another merchant sells it.
+    return _sync_products(products, default_merchant, actor_label)
+
+
+def _sync_products(
+    products: list[dict[str, Any]], default_merchant: str, actor_label: str
+) -> CatalogueSync:
+    merchants = [fields.get("merchant") or default_merchant for fields in products]
     with transaction.atomic():
-        merchant_ids = _ensure_merchants(
-            {p.get("merchant") or default_merchant for p in products}, actor_label
-        )
-        keys = {
-            (merchant_ids[p.get("merchant") or default_merchant], p["external_id"])
-            for p in products
-        }
-        existing = {
-            (product.merchant_id, product.external_id): product
-            for product in Product.objects.select_for_update().filter(
-                merchant_id__in={m for m, _ in keys},
-                external_id__in={sku for _, sku in keys},
-            )
-        }
+        existing = _lock_products({fields["external_id"] for fields in products})
+        _refuse_skus_of_other_merchants(products, merchants, existing)
+        merchant_ids = _ensure_merchants(set(merchants), actor_label)
+
         created = updated = 0
         changed_text = []
-        for fields in products:
-            merchant_id = merchant_ids[fields.get("merchant") or default_merchant]
-            product = existing.get((merchant_id, fields["external_id"]))
+        for fields, merchant in zip(products, merchants, strict=True):
+            sku = fields["external_id"]
+            product = existing.get(sku)
             if product is None:
-                product = Product(
-                    merchant_id=merchant_id, external_id=fields["external_id"]
-                )
-                existing[(merchant_id, fields["external_id"])] = product
+                product = Product(merchant_id=merchant_ids[merchant], external_id=sku)
+                existing[sku] = product
                 created += 1
             elif all(getattr(product, name) == fields[name] for name in PRODUCT_FIELDS):
                 continue
@@ -623,6 +699,64 @@ def sync_products(
         unchanged=len(products) - created - updated,
         changed_text=changed_text,
     )
+
+
+def _lock_products(skus: set[str]) -> dict[str, Product]:
+    """Return the stored products of ``skus`` by SKU, locked until commit."""
+    products = (
+        Product.objects.select_for_update(of=("self",))
+        .select_related("merchant")
+        .filter(external_id__in=skus)
+    )
+    return {product.external_id: product for product in products}
+
+
+def _refuse_skus_of_other_merchants(
+    products: list[dict[str, Any]],
+    merchants: list[str],
+    existing: Mapping[str, Product],
+) -> None:
+    """Raise SkuOwnedByOtherMerchantError naming every product given to another
+    merchant than its SKU's: the one that sells it, or for a new SKU the one
+    the batch first gives it to."""
+    # The merchant of each SKU, and the index of the batch that gave it one.
+    sellers: dict[str, tuple[str, int | None]] = {
+        sku: (product.merchant.external_id, None) for sku, product in existing.items()
+    }
+    problems: list[dict[str, object]] = []
+    for index, (fields, merchant) in enumerate(zip(products, merchants, strict=True)):
+        sku = fields["external_id"]
+        seller, first_index = sellers.setdefault(sku, (merchant, index))
+        if seller == merchant:
+            continue
+        if first_index is None:
+            message = f"SKU {sku} belongs to merchant {seller!r}, not {merchant!r}."
+        else:
+            message = (
+                f"SKU {sku} is given to merchant {seller!r} at index {first_index} "
+                f"of this batch, not {merchant!r}."
+            )
+        problems.append(
+            {
+                "index": index,
+                "field": "external_id",
+                "code": SkuOwnedByOtherMerchantError.code,
+                "message": f"{message} A SKU names one product across merchants.",
+            }
+        )
+    if problems:
+        raise SkuOwnedByOtherMerchantError(
+            f"{len(problems)} of {len(products)} products have a SKU that another "
+            "merchant sells; nothing was stored.",
+            problems,
+        )
+
+
+def _violated_constraint(error: IntegrityError) -> str | None:
+    """Return the name of the constraint that ``error`` broke, if the database
+    names one."""
+    diagnostics = getattr(error.__cause__, "diag", None)
+    return getattr(diagnostics, "constraint_name", None)
 
 
 def sync_customers(

@@ -11,7 +11,11 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from commerce.errors import CommerceError, InvalidEventsError
+from commerce.errors import (
+    CommerceError,
+    InvalidEventsError,
+    SkuOwnedByOtherMerchantError,
+)
 from rl_engine.errors import PolicyError
 
 # Request fields that hold a batch: their errors carry each item's index.
@@ -34,6 +38,10 @@ def api_exception_handler(error: Exception, context: dict[str, Any]) -> Response
     if isinstance(error, InvalidEventsError):
         return _error(
             status.HTTP_400_BAD_REQUEST, error.code, error.message, error.details
+        )
+    if isinstance(error, SkuOwnedByOtherMerchantError):
+        return _error(
+            status.HTTP_409_CONFLICT, error.code, error.message, error.details
         )
     if isinstance(error, CommerceError | PolicyError):
         return _error(status.HTTP_400_BAD_REQUEST, error.code, error.message, [])

@@ -227,7 +227,8 @@ class ProductIn(serializers.Serializer):
     merchant = serializers.CharField(
         max_length=128,
         required=False,
-        help_text="merchant id; default merchant if absent",
+        help_text="merchant id; default merchant if absent. A stored SKU keeps "
+        "its merchant: naming another refuses the batch",
     )
     title = serializers.CharField(max_length=500)
     description = serializers.CharField(required=False, allow_blank=True, default="")

@@ -222,7 +222,13 @@ def _database_check() -> str:
 
 
 class ProductsView(ClientView):
-    """List the catalogue, or create and update products in bulk by SKU."""
+    """List the catalogue, or create and update products in bulk by SKU.
+
+    A sync is all or nothing: a bad field answers 400, and a product given to
+    another merchant than the one that sells its SKU answers 409
+    ``sku_owned_by_other_merchant``, each naming the index and field of every
+    such product; nothing of the batch is stored either way.
+    """
 
     required_scope = ApiScope.CATALOGUE
     throttle_scope = "catalogue"

@@ -1,14 +1,17 @@
 """Catalogue sync: products and customers upserted in bulk by their ids."""
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from commerce.models import ApiScope, Customer, Product
+from commerce import services
+from commerce.models import ApiScope, Customer, Merchant, Product
 from commerce.services import create_api_client
 from governance.models import GovernanceEvent
 from rl_engine.models import ProductEmbedding
+from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -106,6 +109,114 @@ def test_bad_products_are_refused_by_index_and_field(client, headers):
     details = response.json()["error"]["details"]
     assert {(d["index"], d["field"]) for d in details} == {(1, "price"), (2, "title")}
     assert Product.objects.count() == 0
+
+
+def test_a_sku_sold_by_another_merchant_refuses_the_whole_batch(client, headers):
+    post(
+        client, "/api/v1/products", {"products": [vase(merchant="lights-ltd")]}, headers
+    )
+
+    response = post(
+        client,
+        "/api/v1/products",
+        {
+            "products": [
+                vase(external_id="MUG", merchant="candles-co"),
+                vase(merchant="candles-co", title="CANDLE VASE"),
+                vase(merchant="lights-ltd", in_stock=False),
+                vase(title="DEFAULT VASE"),
+            ]
+        },
+        headers,
+    )
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "sku_owned_by_other_merchant"
+    assert error["message"] == (
+        "2 of 4 products have a SKU that another merchant sells; nothing was stored."
+    )
+    assert [(d["index"], d["field"], d["code"]) for d in error["details"]] == [
+        (1, "external_id", "sku_owned_by_other_merchant"),
+        (3, "external_id", "sku_owned_by_other_merchant"),
+    ]
+    assert error["details"][1]["message"] == (
+        "SKU VASE1 belongs to merchant 'lights-ltd', not 'default'. "
+        "A SKU names one product across merchants."
+    )
+    stored = Product.objects.get()
+    assert (stored.external_id, stored.merchant.external_id) == ("VASE1", "lights-ltd")
+    assert (stored.title, stored.in_stock) == ("BLUE GLASS VASE", True)
+    assert not Merchant.objects.filter(external_id="candles-co").exists()
+    assert GovernanceEvent.objects.filter(action="catalogue.synced").count() == 1
+
+
+def test_one_sku_given_to_two_merchants_in_a_batch_is_refused(client, headers):
+    response = post(
+        client,
+        "/api/v1/products",
+        {"products": [vase(merchant="lights-ltd"), vase(merchant="candles-co")]},
+        headers,
+    )
+
+    assert response.status_code == 409
+    details = response.json()["error"]["details"]
+    assert [(d["index"], d["field"]) for d in details] == [(1, "external_id")]
+    assert details[0]["message"].startswith(
+        "SKU VASE1 is given to merchant 'lights-ltd' at index 0 of this batch, "
+        "not 'candles-co'."
+    )
+    assert Product.objects.count() == 0
+
+
+def test_a_sku_updated_by_its_own_merchant_stays_one_product(client, headers):
+    post(
+        client, "/api/v1/products", {"products": [vase(merchant="lights-ltd")]}, headers
+    )
+
+    response = post(
+        client,
+        "/api/v1/products",
+        {"products": [vase(merchant="lights-ltd", price="5.25")]},
+        headers,
+    )
+
+    assert response.status_code == 200
+    assert response.json()["updated"] == 1
+    stored = Product.objects.get()
+    assert (stored.merchant.external_id, stored.price) == (
+        "lights-ltd",
+        Decimal("5.25"),
+    )
+
+
+def test_a_sku_stored_concurrently_by_another_merchant_refuses_the_batch(
+    client, headers, monkeypatch
+):
+    """A sync that looked the SKU up before another one stored it meets the
+    unique index on insert; its second pass sees the stored product."""
+    ProductFactory.create(
+        external_id="VASE1",
+        merchant=Merchant.objects.create(external_id="lights-ltd", name="Lights"),
+    )
+    lock_products = services._lock_products
+    lookups: list[set[str]] = []
+
+    def lock_products_before_the_other_commit(skus: set[str]) -> dict[str, Product]:
+        lookups.append(skus)
+        return {} if len(lookups) == 1 else lock_products(skus)
+
+    monkeypatch.setattr(
+        services, "_lock_products", lock_products_before_the_other_commit
+    )
+
+    response = post(client, "/api/v1/products", {"products": [vase()]}, headers)
+
+    assert len(lookups) == 2
+    assert response.status_code == 409
+    assert response.json()["error"]["details"][0]["index"] == 0
+    assert Product.objects.get().merchant.external_id == "lights-ltd"
+    assert not Merchant.objects.filter(external_id="default").exists()
 
 
 def test_products_are_listed_in_pages(client, headers):

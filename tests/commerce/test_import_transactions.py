@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from commerce.errors import ImportFormatError
-from commerce.importers.transactions import TransactionLayout
+from commerce.importers.transactions import TransactionLayout, read_merchant_map
 from commerce.models import (
     Customer,
     EventKind,
@@ -23,6 +23,7 @@ from commerce.models import (
     Product,
     product_text_hash,
 )
+from commerce.services import MerchantKept
 from governance.models import GovernanceEvent
 
 pytestmark = pytest.mark.django_db
@@ -304,8 +305,6 @@ def test_another_shops_layout_imports_without_code_changes(
 
 
 def test_merchant_map_assigns_products_to_merchants(import_file, tmp_path, sample_path):
-    from commerce.importers.transactions import read_merchant_map
-
     map_path = tmp_path / "merchants.csv"
     map_path.write_text("sku,merchant\n85123a,lights-ltd\n71053,lights-ltd\n")
 
@@ -378,3 +377,98 @@ def test_a_later_import_fills_gaps_but_never_overwrites_the_catalogue(
     assert bare.title == "BLUE GLASS VASE"
     assert bare.text_hash == product_text_hash("BLUE GLASS VASE", "")
     assert filled.counts["products_updated"] == 1
+
+
+def write_map(path: Path, rows: dict[str, str]) -> Path:
+    lines = [f"{sku},{merchant}" for sku, merchant in rows.items()]
+    path.write_text("\n".join(["sku,merchant", *lines]) + "\n")
+    return path
+
+
+def test_a_merchant_map_never_moves_a_stored_product(import_file, tmp_path):
+    header = ",".join(TransactionLayout.online_retail().columns.values())
+    first = tmp_path / "first.csv"
+    first.write_text(
+        f"{header}\n"
+        "540000,71053,WHITE METAL LANTERN,1,2011-01-04 10:00:00,3.39,12345.0,France\n"
+    )
+    later = tmp_path / "later.csv"
+    later.write_text(
+        f"{header}\n"
+        "540100,71053,WHITE METAL LANTERN,2,2011-01-05 10:00:00,3.39,12345.0,France\n"
+        "540100,22423,REGENCY CAKESTAND,1,2011-01-05 10:00:00,12.75,12345.0,France\n"
+    )
+    import_file(
+        first,
+        merchant_by_sku=read_merchant_map(
+            write_map(tmp_path / "first-map.csv", {"71053": "lights-ltd"})
+        ),
+    )
+
+    result = import_file(
+        later,
+        merchant_by_sku=read_merchant_map(
+            write_map(
+                tmp_path / "later-map.csv",
+                {"71053": "candles-co", "22423": "candles-co"},
+            )
+        ),
+    )
+
+    assert result.merchants_kept == [
+        MerchantKept(sku="71053", merchant="lights-ltd", mapped_merchant="candles-co")
+    ]
+    assert result.counts["products_merchant_kept"] == 1
+    assert result.counts["products_added"] == 1
+    stored = dict(Product.objects.values_list("external_id", "merchant__external_id"))
+    assert stored == {"71053": "lights-ltd", "22423": "candles-co"}
+    # The later purchase of the kept product is stored against it.
+    assert (
+        FeedbackEvent.objects.filter(
+            product__external_id="71053", order_id="540100"
+        ).count()
+        == 1
+    )
+    assert ImportRun.objects.get(pk=result.run.pk).counts["products_merchant_kept"] == 1
+
+
+def test_an_unmapped_stored_product_keeps_its_merchant_unreported(
+    import_file, tmp_path
+):
+    header = ",".join(TransactionLayout.online_retail().columns.values())
+    path = tmp_path / "log.csv"
+    path.write_text(
+        f"{header}\n"
+        "540000,71053,WHITE METAL LANTERN,1,2011-01-04 10:00:00,3.39,12345.0,France\n"
+    )
+    import_file(
+        path,
+        merchant_by_sku=read_merchant_map(
+            write_map(tmp_path / "map.csv", {"71053": "lights-ltd"})
+        ),
+    )
+
+    again = import_file(path, source="second-feed")
+
+    assert again.merchants_kept == []
+    assert again.counts["products_merchant_kept"] == 0
+    assert Product.objects.get().merchant.external_id == "lights-ltd"
+    assert FeedbackEvent.objects.filter(source="second-feed").count() == 1
+
+
+def test_command_lists_products_kept_against_the_map(tmp_path, capsys):
+    header = ",".join(TransactionLayout.online_retail().columns.values())
+    path = tmp_path / "log.csv"
+    path.write_text(
+        f"{header}\n"
+        "540000,71053,WHITE METAL LANTERN,1,2011-01-04 10:00:00,3.39,12345.0,France\n"
+    )
+    call_command("import_transactions", str(path), verbosity=0)
+
+    map_path = write_map(tmp_path / "map.csv", {"71053": "lights-ltd"})
+    call_command("import_transactions", str(path), merchant_map=map_path, verbosity=1)
+
+    printed = capsys.readouterr().out
+    assert "1 stored products stay with the merchant that sells them" in printed
+    assert "71053: stays with default, the map names lights-ltd" in printed
+    assert Product.objects.get().merchant.external_id == "default"

@@ -18,6 +18,7 @@ from commerce.importers.transactions import (
 from commerce.services import ImportResult, import_transactions
 
 SHOWN_BAD_ROWS = 20
+SHOWN_MERCHANTS_KEPT = 20
 
 
 class Command(BaseCommand):
@@ -51,7 +52,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--merchant-map",
             type=Path,
-            help="CSV with columns sku,merchant assigning products to merchants",
+            help="CSV with columns sku,merchant assigning new products to merchants; "
+            "a stored product keeps its merchant, and is listed if the map differs",
         )
         parser.add_argument(
             "--default-merchant",
@@ -155,6 +157,18 @@ class Command(BaseCommand):
             )
             for row in result.bad_rows[:SHOWN_BAD_ROWS]:
                 self.stdout.write(f"  {row}")
+        if result.merchants_kept:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{len(result.merchants_kept):,} stored products stay with the "
+                    "merchant that sells them, not the one the map names; the first:"
+                )
+            )
+            for kept in result.merchants_kept[:SHOWN_MERCHANTS_KEPT]:
+                self.stdout.write(
+                    f"  {kept.sku}: stays with {kept.merchant}, "
+                    f"the map names {kept.mapped_merchant}"
+                )
 
 
 def _split(option: str | None, default: list[str]) -> list[str]:
