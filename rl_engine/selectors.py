@@ -95,16 +95,14 @@ def returned_items(log: BasketLog) -> sp.csr_array:
 def text_vectors(item_ids: np.ndarray) -> np.ndarray:
     """Return the cached text vectors of the products with these SKUs.
 
-    A SKU sold by several merchants takes the first product's vector; a product
-    not embedded yet gets a zero vector (the network then relies on its learned
-    embedding alone).
+    A product not embedded yet gets a zero vector (the network then relies on
+    its learned embedding alone).
     """
     model = embedding_model_name()
     hashes = dict(
-        Product.objects.filter(external_id__in=list(item_ids))
-        .order_by("external_id", "id")
-        .values_list("external_id", "text_hash")
-        .distinct("external_id")
+        Product.objects.filter(external_id__in=list(item_ids)).values_list(
+            "external_id", "text_hash"
+        )
     )
     embeddings = {
         row.text_hash: row.as_array()

@@ -124,7 +124,7 @@ def test_suppression_applies_to_its_group_only(admin):
     assert slate_constraints(customer_groups=EVERYONE).suppressed == frozenset()
 
 
-def test_expired_and_revoked_overrides_are_not_in_force(admin):
+def test_expired_revoked_and_scheduled_overrides_are_not_in_force(admin):
     product = ProductFactory.create(external_id="A")
     other = ProductFactory.create(external_id="B")
     start = timezone.now() - dt.timedelta(days=2)
@@ -136,6 +136,12 @@ def test_expired_and_revoked_overrides_are_not_in_force(admin):
         expires_at=start + dt.timedelta(days=1),
     )
     live = override(admin, OverrideKind.SUPPRESS, product_id=other.pk)
+    override(
+        admin,
+        OverrideKind.SUPPRESS,
+        product_id=ProductFactory.create(external_id="C").pk,
+        starts_at=timezone.now() + dt.timedelta(days=1),
+    )
     assert slate_constraints(customer_groups=EVERYONE).suppressed == {"B"}
 
     revoke_override(actor=admin, override_id=live.pk, reason="Supplier fixed it.")
