@@ -4,19 +4,10 @@ import datetime as dt
 from typing import Any, cast
 
 from django import forms
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from commerce.models import Customer, Product
-from governance.models import (
-    Decision,
-    GovernanceEvent,
-    OverrideKind,
-    ReasonCode,
-    ReviewItem,
-    ReviewStatus,
-    Severity,
-)
+from governance.models import Decision, OverrideKind, ReasonCode
 from governance.services import OverrideSpec
 
 VALUED_KINDS = {
@@ -290,99 +281,3 @@ class OverrideForm(OverrideFieldsForm):
 
 class RevokeOverrideForm(PageForm):
     reason = forms.CharField(label="Reason for revoking", max_length=1000)
-
-
-# Filters of the list pages (GET forms: invalid choices are simply ignored).
-
-OPEN = "open"
-ALL = "all"
-
-
-class QueueFilterForm(PageForm):
-    status = forms.ChoiceField(required=False)
-    severity = forms.ChoiceField(
-        required=False, choices=_with_blank(Severity.choices, "any")
-    )
-    rule = forms.ChoiceField(required=False)
-    assignee = forms.ChoiceField(required=False)
-    target = forms.CharField(
-        required=False,
-        max_length=160,
-        help_text="An id, or type:id such as product:42.",
-    )
-
-    def __init__(self, *args: Any, include_escalated: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        statuses = [
-            (OPEN, "open"),
-            *(
-                (value, label)
-                for value, label in ReviewStatus.choices
-                if include_escalated or value != ReviewStatus.ESCALATED
-            ),
-            (ALL, "all"),
-        ]
-        choice_field(self, "status").choices = statuses
-        rules = ReviewItem.objects.order_by("rule").values_list("rule", flat=True)
-        choice_field(self, "rule").choices = _with_blank(
-            [(rule, rule) for rule in rules.distinct()], "any"
-        )
-        assignees = (
-            get_user_model()
-            .objects.filter(review_items__isnull=False)
-            .distinct()
-            .order_by("username")
-            .values_list("username", flat=True)
-        )
-        choice_field(self, "assignee").choices = [
-            ("", "anyone"),
-            ("me", "me"),
-            ("none", "nobody"),
-            *((name, name) for name in assignees),
-        ]
-
-
-def parse_target(text: str) -> tuple[str, str]:
-    """``product:42`` as (``product``, ``42``); a bare id has no type."""
-    target_type, _, target_id = text.strip().rpartition(":")
-    return target_type.strip(), target_id.strip()
-
-
-class OverrideFilterForm(PageForm):
-    state = forms.ChoiceField(
-        required=False,
-        choices=[
-            ("active", "in force"),
-            ("scheduled", "scheduled"),
-            ("expired", "expired"),
-            ("revoked", "revoked"),
-            (ALL, "all"),
-        ],
-    )
-    kind = forms.ChoiceField(
-        required=False, choices=_with_blank(OverrideKind.choices, "any")
-    )
-    product = forms.CharField(required=False, max_length=128, label="Product SKU")
-
-
-class EventLogFilterForm(PageForm):
-    action = forms.ChoiceField(required=False)
-    target_type = forms.ChoiceField(required=False, label="Target type")
-    target_id = forms.CharField(required=False, max_length=128, label="Target id")
-    actor = forms.CharField(
-        required=False,
-        max_length=150,
-        help_text="A username, or a system label such as audit:3.",
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        events = GovernanceEvent.objects.order_by()
-        actions = events.values_list("action", flat=True).distinct()
-        choice_field(self, "action").choices = _with_blank(
-            [(a, a) for a in sorted(actions)], "any"
-        )
-        target_types = events.values_list("target_type", flat=True).distinct()
-        choice_field(self, "target_type").choices = _with_blank(
-            [(t, t) for t in sorted(target_types)], "any"
-        )

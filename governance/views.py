@@ -1,8 +1,9 @@
 """The staff pages: the review queue, its items, overrides, audits and the log.
 
-Views parse input with the forms, call a service or read the models, and
-render a template. Every write goes through ``governance.services``; a
-domain error comes back as a message on the page with a 4xx status.
+Views parse input with the forms and filter lists with the FilterSets, call
+a service or read the models, and render a template. Every write goes through
+``governance.services``; a domain error comes back as a message on the page
+with a 4xx status.
 """
 
 import datetime as dt
@@ -10,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -33,21 +33,15 @@ from governance.access import (
 from governance.charts import Series, chart
 from governance.errors import GovernanceError, ReviewStateError, StaleReviewError
 from governance.figures import chartable_series, figure_of, scalar_text
+from governance.filters import EventLogFilter, OverrideFilter, ReviewQueueFilter
 from governance.forms import (
-    ALL,
-    OPEN,
     DecisionForm,
     EscalateForm,
-    EventLogFilterForm,
-    OverrideFilterForm,
     OverrideForm,
-    QueueFilterForm,
     RevokeOverrideForm,
     VersionForm,
-    parse_target,
 )
 from governance.models import (
-    OPEN_REVIEW_STATUSES,
     SEVERITY_PRIORITY,
     AuditRun,
     Decision,
@@ -58,7 +52,6 @@ from governance.models import (
     ReviewStatus,
     TargetType,
 )
-from governance.selectors import overrides_in_force
 from governance.services import (
     claim_next_review_item,
     claim_review_item,
@@ -108,53 +101,19 @@ def paginate(request: HttpRequest, rows: QuerySet[Any]) -> Page:
     return Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
-def filters_of(form: forms.Form) -> dict[str, Any]:
-    """The valid filters of a GET form; an invalid one is ignored."""
-    if not form.is_bound:
-        return {}
-    form.is_valid()
-    return {key: value for key, value in form.cleaned_data.items() if value}
-
-
 # The review queue.
 
 
 class QueueView(StaffRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
-        admin = is_governance_admin(request.user)
-        form = QueueFilterForm(
-            request.GET or None, include_escalated=admin, initial={"status": OPEN}
-        )
-        filters = filters_of(form)
-
         items = (
             ReviewItem.objects.select_related("assignee")
             .annotate(flag_count=Count("flags"))
             .order_by("-priority", "due_at", "id")
         )
-        if not admin:
+        if not is_governance_admin(request.user):
             items = items.exclude(status=ReviewStatus.ESCALATED)
-        status = filters.get("status", OPEN)
-        if status == OPEN:
-            items = items.filter(status__in=OPEN_REVIEW_STATUSES)
-        elif status != ALL:
-            items = items.filter(status=status)
-        if "severity" in filters:
-            items = items.filter(severity=filters["severity"])
-        if "rule" in filters:
-            items = items.filter(rule=filters["rule"])
-        assignee = filters.get("assignee")
-        if assignee == "me":
-            items = items.filter(assignee_id=staff_user(request).pk)
-        elif assignee == "none":
-            items = items.filter(assignee__isnull=True)
-        elif assignee:
-            items = items.filter(assignee__username=assignee)
-        if "target" in filters:
-            target_type, target_id = parse_target(filters["target"])
-            items = items.filter(target_id=target_id)
-            if target_type:
-                items = items.filter(target_type=target_type)
+        queue = ReviewQueueFilter(request.GET, items, request=request)
 
         pending_rules = ReviewItem.objects.filter(
             status=ReviewStatus.PENDING
@@ -164,8 +123,8 @@ class QueueView(StaffRequiredMixin, View):
             request,
             "queue.html",
             {
-                "filter_form": form,
-                "page": paginate(request, items),
+                "filter_form": queue.form,
+                "page": paginate(request, queue.qs),
                 "rule_families": rule_families,
                 "now": timezone.now(),
             },
@@ -458,36 +417,19 @@ def override_state(override: Override, now: dt.datetime) -> str:
 def overrides_page(
     request: HttpRequest, *, error: str = "", status: int = 200
 ) -> HttpResponse:
-    form = OverrideFilterForm(request.GET or None, initial={"state": "active"})
-    filters = filters_of(form)
     now = timezone.now()
-
-    state = filters.get("state", "active")
-    overrides = {
-        "active": overrides_in_force(now),
-        "scheduled": Override.objects.filter(
-            starts_at__gt=now, revoked_at__isnull=True
-        ),
-        "expired": Override.objects.filter(
-            expires_at__lte=now, revoked_at__isnull=True
-        ),
-        "revoked": Override.objects.filter(revoked_at__isnull=False),
-    }.get(state, Override.objects.all())
-    if "kind" in filters:
-        overrides = overrides.filter(kind=filters["kind"])
-    if "product" in filters:
-        overrides = overrides.filter(product__external_id=filters["product"].strip())
-    overrides = overrides.select_related(
+    overrides = Override.objects.select_related(
         "product", "customer", "created_by", "revoked_by", "review_item"
     ).order_by("-created_at", "-id")
+    listed = OverrideFilter(request.GET, overrides, request=request, now=now)
 
-    page = paginate(request, overrides)
+    page = paginate(request, listed.qs)
     rows = [(override, override_state(override, now)) for override in page]
     return render_page(
         request,
         "override_list.html",
         {
-            "filter_form": form,
+            "filter_form": listed.form,
             "page": page,
             "rows": rows,
             "revoke_form": RevokeOverrideForm(),
@@ -640,22 +582,12 @@ def event_target_url(event: GovernanceEvent) -> str:
 
 class EventLogView(StaffRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
-        form = EventLogFilterForm(request.GET or None)
-        filters = filters_of(form)
-
         events = GovernanceEvent.objects.select_related("actor").order_by(
             "-occurred_at", "-id"
         )
-        for name in ("action", "target_type", "target_id"):
-            if name in filters:
-                events = events.filter(**{name: filters[name].strip()})
-        if "actor" in filters:
-            actor = filters["actor"].strip()
-            events = events.filter(
-                Q(actor__username__iexact=actor) | Q(actor_label__istartswith=actor)
-            )
+        log = EventLogFilter(request.GET, events, request=request)
 
-        page = paginate(request, events)
+        page = paginate(request, log.qs)
         rows = [
             {
                 "event": event,
@@ -667,5 +599,5 @@ class EventLogView(StaffRequiredMixin, View):
         return render_page(
             request,
             "event_log.html",
-            {"filter_form": form, "page": page, "rows": rows},
+            {"filter_form": log.form, "page": page, "rows": rows},
         )

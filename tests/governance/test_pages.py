@@ -22,7 +22,14 @@ from governance.models import (
     Severity,
     TargetType,
 )
-from governance.services import FlagSpec, create_override, raise_flags
+from governance.services import (
+    FlagSpec,
+    claim_review_item,
+    create_override,
+    escalate_review_item,
+    raise_flags,
+    revoke_override,
+)
 from tests.factories import ProductFactory
 from tests.governance.test_review_queue import (
     GOVERNANCE_ADMIN_GROUP,
@@ -82,6 +89,56 @@ def test_the_queue_filters_by_status_severity_rule_and_target(client, reviewer):
     assert shown(target=f"product:{products[0].pk}") == {over_promoted.pk}
     assert shown(assignee="me") == set()
     assert shown(status="nonsense") == {over_promoted.pk, burst.pk}
+
+
+def test_the_queue_filters_by_assignee_and_bare_target_id(client, reviewer):
+    other = staff("otto", REVIEWER_GROUP)
+    mine, theirs, unassigned = (flag_product(p) for p in ProductFactory.create_batch(3))
+    claim_review_item(reviewer=reviewer, item_id=mine.pk, version=mine.version)
+    claim_review_item(reviewer=other, item_id=theirs.pk, version=theirs.version)
+    client.force_login(reviewer)
+
+    def shown(**filters: str) -> set[int]:
+        html = client.get(reverse("governance:queue"), filters).text
+        return {int(pk) for pk in re.findall(r'href="/governance/items/(\d+)/"', html)}
+
+    assert shown(assignee="me") == {mine.pk}
+    assert shown(assignee="none") == {unassigned.pk}
+    assert shown(assignee="otto") == {theirs.pk}
+    # A name that holds no item is not a choice: the filter is left out.
+    assert shown(assignee="ghost") == {mine.pk, theirs.pk, unassigned.pk}
+    assert shown(target=unassigned.target_id) == {unassigned.pk}
+    assert shown(target=f"customer:{unassigned.target_id}") == set()
+
+
+def test_the_queue_shows_its_default_status_selected(client, reviewer):
+    client.force_login(reviewer)
+
+    first_view = client.get(reverse("governance:queue")).text
+    nonsense = client.get(reverse("governance:queue"), {"status": "nonsense"}).text
+
+    assert '<option value="open" selected>open</option>' in first_view
+    assert '<option value="open" selected>open</option>' in nonsense
+    assert '<option value="escalated"' not in first_view
+
+
+def test_reviewers_cannot_filter_the_queue_to_escalated_items(client, reviewer, admin):
+    escalated, pending = (flag_product(p) for p in ProductFactory.create_batch(2))
+    claimed = claim_review_item(
+        reviewer=reviewer, item_id=escalated.pk, version=escalated.version
+    )
+    escalate_review_item(
+        reviewer=reviewer, item_id=escalated.pk, version=claimed.version, note="n"
+    )
+
+    def shown(**filters: str) -> set[int]:
+        html = client.get(reverse("governance:queue"), filters).text
+        return {int(pk) for pk in re.findall(r'href="/governance/items/(\d+)/"', html)}
+
+    client.force_login(reviewer)
+    assert shown(status="escalated") == {pending.pk}
+    client.force_login(admin)
+    assert shown(status="escalated") == {escalated.pk}
 
 
 def test_claim_next_on_the_page_takes_the_most_urgent_item(client, reviewer):
@@ -282,6 +339,38 @@ def test_overrides_are_listed_by_state(client, reviewer):
     assert "Revoke #" not in listed("all")
 
 
+def test_overrides_filter_by_kind_and_product(client, admin):
+    products = ProductFactory.create_batch(3)
+
+    def override(product, kind=OverrideKind.SUPPRESS, value=None):
+        return create_override(
+            actor=admin,
+            kind=kind,
+            value=value,
+            reason_code=ReasonCode.BUSINESS,
+            statement=f"statement {product.external_id}",
+            product_id=product.pk,
+        )
+
+    suppressed = override(products[0])
+    capped = override(products[1], OverrideKind.CAP, 0.2)
+    revoked = override(products[2])
+    revoke_override(actor=admin, override_id=revoked.pk, reason="done")
+    client.force_login(admin)
+
+    def listed(**filters: str) -> set[int]:
+        html = client.get(reverse("governance:overrides"), filters).text
+        return {int(pk) for pk in re.findall(r"<tr>\s*<td>(\d+)</td>", html)}
+
+    assert listed() == {suppressed.pk, capped.pk}
+    assert listed(state="all") == {suppressed.pk, capped.pk, revoked.pk}
+    assert listed(kind="cap") == {capped.pk}
+    assert listed(product=f" {products[0].external_id} ") == {suppressed.pk}
+    # An unknown state reads as the default, the overrides in force.
+    assert listed(state="bogus") == {suppressed.pk, capped.pk}
+    assert listed(state="bogus", kind="nonsense") == {suppressed.pk, capped.pk}
+
+
 def test_the_event_log_filters_and_pages(client, reviewer, settings):
     products = ProductFactory.create_batch(3)
     items = [flag_product(p) for p in products]
@@ -299,6 +388,23 @@ def test_the_event_log_filters_and_pages(client, reviewer, settings):
     assert f'href="/governance/items/{items[1].pk}/"' in one
     assert by_audit.count("<code>review_item.opened</code>") == 3
     assert "No events match." in client.get(log, {"actor": "nobody"}).text
+
+
+def test_the_event_log_finds_people_in_any_case_and_ignores_unknown_actions(
+    client, reviewer
+):
+    item = flag_product(ProductFactory.create())
+    claim_review_item(reviewer=reviewer, item_id=item.pk, version=item.version)
+    client.force_login(reviewer)
+    log = reverse("governance:log")
+
+    by_rita = client.get(log, {"actor": "RITA"}).text
+    unknown = client.get(log, {"action": "review_item.vanished"}).text
+
+    assert "<code>review_item.claimed</code>" in by_rita
+    assert "<code>review_item.opened</code>" not in by_rita
+    assert "<code>review_item.claimed</code>" in unknown
+    assert "<code>review_item.opened</code>" in unknown
 
 
 def test_the_event_log_is_paginated(client, reviewer, monkeypatch):
