@@ -71,9 +71,8 @@ class OverrideFieldsForm(PageForm):
     product = forms.CharField(
         label="Product SKU",
         required=False,
-        max_length=260,
-        help_text="Only when the item's target is not the product itself; "
-        "MERCHANT/SKU when several merchants use the SKU.",
+        max_length=128,
+        help_text="Only when the item's target is not the product itself.",
     )
     customer = forms.CharField(
         label="Customer id",
@@ -152,24 +151,15 @@ class OverrideFieldsForm(PageForm):
 
 
 def product_id_of(reference: str) -> int:
-    """The product a SKU (or MERCHANT/SKU) names, or a validation error."""
-    matches = list(
-        Product.objects.filter(external_id=reference).values_list("pk", flat=True)[:2]
+    """The product a SKU names, or a validation error."""
+    product_id = (
+        Product.objects.filter(external_id=reference.strip())
+        .values_list("pk", flat=True)
+        .first()
     )
-    if not matches and "/" in reference:
-        merchant, sku = reference.split("/", 1)
-        matches = list(
-            Product.objects.filter(
-                merchant__external_id=merchant, external_id=sku
-            ).values_list("pk", flat=True)[:2]
-        )
-    if not matches:
+    if product_id is None:
         raise forms.ValidationError(f"No product has SKU {reference!r}.")
-    if len(matches) > 1:
-        raise forms.ValidationError(
-            f"Several merchants use SKU {reference!r}; enter it as MERCHANT/SKU."
-        )
-    return matches[0]
+    return product_id
 
 
 class DecisionForm(VersionForm, OverrideFieldsForm):
@@ -247,10 +237,7 @@ class OverrideForm(OverrideFieldsForm):
             OverrideKind.choices, "Choose a kind"
         )
         self.fields["statement"].required = True
-        self.fields["product"].help_text = (
-            "For suppress, cap, demote, boost and pin; MERCHANT/SKU when several "
-            "merchants use the SKU."
-        )
+        self.fields["product"].help_text = "For suppress, cap, demote, boost and pin."
         self.fields["customer"].help_text = "For a training exclusion."
 
     def clean(self) -> dict[str, Any]:
