@@ -181,8 +181,11 @@ def score_parts(network: QNetwork, states: StateBatch) -> dict[str, np.ndarray]:
         "popularity": popularity,
         "repeat": repeat,
     }
-    arrays = {name: part.double().cpu().numpy() for name, part in parts.items()}
-    arrays["total"] = total.double().cpu().numpy()
+    # Views of parameters (the bias expanded) may still require grad here.
+    arrays = {
+        name: part.detach().double().cpu().numpy() for name, part in parts.items()
+    }
+    arrays["total"] = total.detach().double().cpu().numpy()
     arrays["co_purchase"] = arrays["total"] - sum(arrays[name] for name in parts)
     return arrays
 
