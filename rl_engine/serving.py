@@ -7,6 +7,7 @@ fallbacks are cached the same way.
 """
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max
+from django.db.models import Max
 from django.utils import timezone
 
 from commerce.models import Customer, EventKind, FeedbackEvent, Product, ServedSlate
@@ -200,34 +201,79 @@ def _eligible_catalogue() -> EligibleCatalogue:
 
 @dataclass(frozen=True)
 class Popularity:
-    """Purchases per SKU over the window before the log's latest purchase."""
+    """Every product, most bought over the popularity window first.
+
+    ``counts`` are the orders of each product in the ``POPULARITY_WINDOW_DAYS``
+    before the latest purchase up to the moment served (future-dated events
+    are not counted); products not bought in that window follow with 0, so a
+    fallback slate is never short while the catalogue can fill it.
+    """
 
     skus: np.ndarray
     counts: np.ndarray
 
 
-def _popularity() -> Popularity:
-    latest = FeedbackEvent.objects.filter(kind=EventKind.PURCHASE).aggregate(
-        latest=Max("occurred_at")
-    )["latest"]
-    if latest is None:
-        return Popularity(skus=np.array([], dtype=object), counts=np.array([]))
-    since = latest - dt.timedelta(days=settings.POPULARITY_WINDOW_DAYS)
-    rows = (
-        FeedbackEvent.objects.filter(kind=EventKind.PURCHASE, occurred_at__gte=since)
-        .values_list("product__external_id")
-        .annotate(n=Count("order_id", distinct=True))
-        .order_by("-n", "product__external_id")
+POPULARITY_SQL = f"""
+    WITH window_orders AS (
+        SELECT product_id, count(DISTINCT order_id) AS orders
+        FROM {FeedbackEvent._meta.db_table}
+        WHERE kind = %(purchase)s AND occurred_at >= %(since)s
+          AND occurred_at < %(until)s
+        GROUP BY product_id
     )
+    SELECT p.external_id, coalesce(w.orders, 0) AS orders
+    FROM {Product._meta.db_table} p
+    LEFT JOIN window_orders w ON w.product_id = p.id
+    ORDER BY orders DESC, p.external_id
+"""
+
+
+def popularity_until(moment: dt.datetime) -> Popularity:
+    """Rank the catalogue by orders in the window before the latest purchase
+    that precedes ``moment``."""
+    latest = FeedbackEvent.objects.filter(
+        kind=EventKind.PURCHASE, occurred_at__lt=moment
+    ).aggregate(latest=Max("occurred_at"))["latest"]
+    until = latest + dt.timedelta(microseconds=1) if latest else moment
+    since = until - dt.timedelta(days=settings.POPULARITY_WINDOW_DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            POPULARITY_SQL,
+            {"purchase": EventKind.PURCHASE.value, "since": since, "until": until},
+        )
+        rows = cursor.fetchall()
     skus, counts = zip(*rows, strict=True) if rows else ((), ())
     return Popularity(skus=np.array(skus, dtype=object), counts=np.array(counts, float))
+
+
+class _PopularityAsOf:
+    """The ranking a replay serving as at a moment sees: counted up to the
+    start of its day (in the site's zone), so no purchase of that day or
+    later leaks into it. Kept per day for the process's life."""
+
+    def __init__(self) -> None:
+        self._before_day = functools.lru_cache(maxsize=32)(popularity_until)
+
+    def __call__(self, moment: dt.datetime) -> Popularity:
+        local = timezone.localtime(moment)
+        return self._before_day(
+            local.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
+
+    def cache_clear(self) -> None:
+        self._before_day.cache_clear()
+
+
+popularity_as_of = _PopularityAsOf()
 
 
 live_policy = LivePolicyHolder()
 eligible_catalogue = Expiring(
     _eligible_catalogue, lambda: settings.CATALOGUE_CACHE_SECONDS
 )
-popularity = Expiring(_popularity, lambda: settings.CATALOGUE_CACHE_SECONDS)
+popularity = Expiring(
+    lambda: popularity_until(timezone.now()), lambda: settings.CATALOGUE_CACHE_SECONDS
+)
 
 
 @dataclass(frozen=True)
@@ -362,7 +408,7 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
         kind = settings.SERVING_EXPLORATION
         version = live.label
     else:
-        ranked = popularity.get()
+        ranked = popularity_as_of(request.as_of) if request.as_of else popularity.get()
         item_ids = ranked.skus
         scores = ranked.counts.astype(np.float64)
         kind, version = "greedy", live.label

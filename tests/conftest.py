@@ -61,10 +61,16 @@ def import_file() -> ImportFile:
 def fresh_serving_caches() -> None:
     """Start every test without the catalogue, popularity or policy that an
     earlier test's (rolled back) data left in this process's serving caches."""
-    from rl_engine.serving import eligible_catalogue, live_policy, popularity
+    from rl_engine.serving import (
+        eligible_catalogue,
+        live_policy,
+        popularity,
+        popularity_as_of,
+    )
 
     eligible_catalogue.clear()
     popularity.clear()
+    popularity_as_of.cache_clear()
     live_policy.refresh()
 
 

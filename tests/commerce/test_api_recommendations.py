@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from commerce.models import (
     ApiScope,
@@ -164,6 +165,58 @@ def test_cold_start_and_no_policy_fall_back_to_popularity(client, headers, store
         assert [item["reason"] for item in answer["items"]] == ["fallback"] * 5
     assert [i["product"] for i in no_policy["items"]] == [
         i["product"] for i in anonymous["items"]
+    ]
+
+
+def test_the_fallback_fills_the_slate_and_ignores_future_dated_purchases(
+    client, headers, store
+):
+    before = ask(client, headers, session={"id": "s-0", "items": []}, k=20).json()
+    one_product = Product.objects.order_by("-external_id").first()
+    assert one_product is not None
+    FeedbackEvent.objects.create(
+        kind=EventKind.PURCHASE,
+        product=one_product,
+        session_id="s-future",
+        occurred_at=timezone.now() + dt.timedelta(days=365),
+        source="test",
+        client_event_id="future-1",
+    )
+    popularity.clear()
+
+    after = ask(client, headers, session={"id": "s-0", "items": []}, k=20).json()
+
+    # A purchase dated next year does not move the window to an empty year.
+    assert [i["product"] for i in after["items"]] == [
+        i["product"] for i in before["items"]
+    ]
+    # Counted orders first, most first; then unbought products fill the slate.
+    scores = [i["score"] for i in after["items"]]
+    assert len(scores) == 20
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_replayed_fallback_counts_only_purchases_before_its_day(
+    client, headers, store
+):
+    day = dt.datetime(2010, 12, 3, 15, tzinfo=dt.UTC)
+    answer = ask(
+        client, headers, session={"id": "s-1", "items": []}, k=5, as_of=day.isoformat()
+    ).json()
+    orders = {
+        sku: FeedbackEvent.objects.filter(
+            kind=EventKind.PURCHASE,
+            product__external_id=sku,
+            occurred_at__lt=dt.datetime(2010, 12, 3, tzinfo=dt.UTC),
+        )
+        .values("order_id")
+        .distinct()
+        .count()
+        for sku in (i["product"] for i in answer["items"])
+    }
+
+    assert [i["score"] for i in answer["items"]] == [
+        orders[i["product"]] for i in answer["items"]
     ]
 
 
