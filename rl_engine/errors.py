@@ -16,6 +16,13 @@ class PolicyGateError(PolicyError):
 
     code = "policy_gate_failed"
 
+    def override_hint(self, label: str) -> str:
+        """How a person who has weighed the figures promotes it anyway."""
+        return (
+            f"To serve it anyway, with the reason on record: manage.py "
+            f'promote_policy {label} --force --reason "..."'
+        )
+
 
 class PolicyStateError(PolicyError):
     """The version is not in a state that allows the action."""

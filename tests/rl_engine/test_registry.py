@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from commerce.models import Product
 from governance.models import GovernanceEvent
@@ -158,6 +158,9 @@ def test_the_gate_refuses_a_policy_below_the_best_baseline(first_week, artifact_
     assert verdict["checks"]["new"]["best_baseline"] == 0.07
     with pytest.raises(PolicyGateError, match=r"new: policy NDCG@10 0\.0650"):
         promote_policy(version=version, actor=None, reason="weekly retrain")
+    version.save()
+    with pytest.raises(CommandError, match=rf"promote_policy {version.label} --force"):
+        call_command("promote_policy", version.label, "--reason", "weekly retrain")
 
     version.metrics = {**version.metrics, "evaluation": evaluation(0.26, 0.071)}
     assert promotion_gate(version)["passed"] is True

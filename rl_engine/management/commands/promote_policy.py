@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rl_engine.errors import PolicyError
+from rl_engine.errors import PolicyError, PolicyGateError
 from rl_engine.models import PolicyVersion
 from rl_engine.services import promote_policy
 
@@ -34,7 +34,10 @@ class Command(BaseCommand):
                 force=options["force"],
             )
         except PolicyError as error:
-            raise CommandError(f"[{error.code}] {error.message}") from error
+            message = f"[{error.code}] {error.message}"
+            if isinstance(error, PolicyGateError):
+                message += f"\n{error.override_hint(version.label)}"
+            raise CommandError(message) from error
         self.stdout.write(self.style.SUCCESS(f"{promoted.label} is live."))
 
 

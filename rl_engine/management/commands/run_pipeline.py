@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from commerce.selectors import store_summary
 from rl_engine.core.protocol import TEST_START
-from rl_engine.errors import PolicyError
+from rl_engine.errors import PolicyError, PolicyGateError
 from rl_engine.management.commands.evaluate import format_report
 from rl_engine.models import PolicyVersion
 from rl_engine.services import evaluate_policy_version, promote_policy
@@ -70,6 +70,8 @@ class Command(BaseCommand):
                 self.stdout.write(
                     self.style.WARNING(f"{version.label} stays a candidate: {error}")
                 )
+                if isinstance(error, PolicyGateError):
+                    self.stdout.write(error.override_hint(version.label))
 
         self.stdout.write(self.style.MIGRATE_HEADING("Time per step"))
         for step, seconds in timings.items():
