@@ -454,6 +454,8 @@ def recommend(request: SlateRequest, *, rng: np.random.Generator) -> ServedSlate
         context={
             **request.context,
             "k": request.k,
+            "exclude": sorted(request.exclude),
+            "exclude_bought_within_days": request.exclude_bought_within_days,
             "non_personalised": request.non_personalised,
             "customer_external_id": request.customer_external_id,
             **({"as_of": request.as_of.isoformat()} if request.as_of else {}),

@@ -125,6 +125,10 @@ def test_business_rules_and_exclusions_hold(client, headers, live):
     assert excluded not in shown
     assert out_of_stock not in shown
     assert not shown & bought
+    # The slate log keeps what the request left out.
+    logged = ServedSlate.objects.get(pk=second["slate_id"]).context
+    assert logged["exclude"] == [excluded]
+    assert logged["exclude_bought_within_days"] == 9000
 
 
 def test_governance_suppressions_and_pins_shape_the_slate(client, headers, live):
