@@ -30,9 +30,12 @@ embedding. Two attributions of one Q-value come out of it:
 Both run through ``QNetwork.forward``, the differentiable training pass; its
 Q-values agree with serving's ``QNetwork.score`` to float32 rounding.
 
-Merchant-facing results (``why_recommended``, ``why_not``) name no customer;
-``explain_slate`` is for staff. Every result is a dataclass with ``to_dict()``
-giving JSON-ready values.
+Merchant-facing results (``why_recommended``, ``why_not``) name no customer,
+and an attribution shown to a merchant names only that merchant's products of
+the customer's history: the others are pooled into one unnamed part, so that no
+merchant learns another's products' role in a basket, nor a whole basket.
+``explain_slate`` is for staff and names every product. Every result is a
+dataclass with ``to_dict()`` giving JSON-ready values.
 """
 
 import copy
@@ -146,6 +149,21 @@ class HistoryItemAttribution(_Serialisable):
 
 
 @dataclass(frozen=True)
+class PooledHistoryAttribution(_Serialisable):
+    """What the history's products of other merchants add, together and unnamed."""
+
+    label: str
+    contribution: float
+    """``sequence + co_purchase + repeat``."""
+    sequence: float
+    co_purchase: float
+    repeat: float
+
+
+OTHER_MERCHANTS_LABEL = "products of other merchants"
+
+
+@dataclass(frozen=True)
 class ScoreComponents(_Serialisable):
     """The exact split of a Q-value over the parts of the network."""
 
@@ -179,8 +197,13 @@ class ScoreAttribution(_Serialisable):
     history: list[HistoryItemAttribution]
     """Products of the history, largest contribution (by size) first."""
     unassigned: float
-    """Attribution left with no seed product to carry it (zero but for rounding)."""
+    """Attribution left with no seed product to carry it (zero but for
+    rounding), plus the products past the ones listed."""
     components: ScoreComponents
+    other_merchants: PooledHistoryAttribution | None = None
+    """For a merchant: the history's products of other merchants, pooled. None
+    when every product is named. ``history`` + ``other_merchants`` +
+    ``unassigned`` sum to ``attribution_sum``."""
 
 
 @dataclass(frozen=True)
@@ -693,16 +716,32 @@ def policy_index(policy: DQNPolicy, sku: str) -> int | None:
     return None
 
 
-def _titles(skus: Iterable[str]) -> dict[str, str]:
-    rows = (
-        Product.objects.filter(external_id__in=list(set(skus)))
-        .order_by("external_id", "id")
-        .values_list("external_id", "title")
+def _titles_and_merchants(
+    skus: Iterable[str],
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Each SKU's title and its merchant's id, for the SKUs in the catalogue."""
+    rows = list(
+        Product.objects.filter(external_id__in=list(set(skus))).values_list(
+            "external_id", "title", "merchant_id"
+        )
     )
-    titles: dict[str, str] = {}
-    for sku, title in rows:
-        titles.setdefault(sku, title)
-    return titles
+    return (
+        {sku: title for sku, title, _ in rows},
+        {sku: merchant_id for sku, _, merchant_id in rows},
+    )
+
+
+def pooled(
+    parts: Sequence[HistoryItemAttribution], label: str
+) -> PooledHistoryAttribution:
+    """Add up history parts into one unnamed part."""
+    return PooledHistoryAttribution(
+        label=label,
+        contribution=sum(part.contribution for part in parts),
+        sequence=sum(part.sequence for part in parts),
+        co_purchase=sum(part.co_purchase for part in parts),
+        repeat=sum(part.repeat for part in parts),
+    )
 
 
 def explain_score(
@@ -712,15 +751,20 @@ def explain_score(
     *,
     top_history: int = 10,
     n_steps: int = INTEGRATION_STEPS,
+    for_merchant: int | None = None,
 ) -> ScoreAttribution:
-    """Attribute the policy's Q-value of ``sku`` for one encoded state."""
+    """Attribute the policy's Q-value of ``sku`` for one encoded state.
+
+    With ``for_merchant`` (a merchant's id), the history's products of every
+    other merchant are pooled into ``other_merchants`` and not named.
+    """
     item = policy_index(policy, sku)
     if item is None:
         raise ExplanationError(f"The policy was not trained on {sku}.")
     raw = attribute_q_value(policy.network, states, item, n_steps=n_steps)
     touched = set(raw.sequence) | set(raw.co_purchase) | set(raw.repeat)
     skus = {index: str(policy.item_ids[index]) for index in touched}
-    titles = _titles(skus.values())
+    titles, merchants = _titles_and_merchants(skus.values())
     history = sorted(
         (
             HistoryItemAttribution(
@@ -737,6 +781,14 @@ def explain_score(
         ),
         key=lambda part: (-abs(part.contribution), part.sku),
     )
+    other_merchants = None
+    if for_merchant is not None:
+        # A SKU no longer in the catalogue is pooled with the other merchants'.
+        own = {key for key, owner in merchants.items() if owner == for_merchant}
+        other_merchants = pooled(
+            [part for part in history if part.sku not in own], OTHER_MERCHANTS_LABEL
+        )
+        history = [part for part in history if part.sku in own]
     shown, hidden = history[:top_history], history[top_history:]
     return ScoreAttribution(
         sku=sku,
@@ -751,6 +803,7 @@ def explain_score(
         # shown still add up to the attribution sum.
         unassigned=raw.unassigned + sum(part.contribution for part in hidden),
         components=raw.components,
+        other_merchants=other_merchants,
     )
 
 
@@ -894,7 +947,8 @@ def why_recommended(
 
     The attribution is for ``customer`` at ``at`` (default now) when given,
     else for the customer of the latest personalised slate that showed the
-    product, as at that slate's serve time.
+    product, as at that slate's serve time. It is for the product's merchant:
+    the history's products of other merchants are pooled, not named.
     """
     attribution, basis = None, ""
     if policy is None:
@@ -913,6 +967,7 @@ def why_recommended(
                 product.external_id,
                 top_history=top_history,
                 n_steps=n_steps,
+                for_merchant=product.merchant_id,
             )
     return WhyRecommended(
         sku=product.external_id,

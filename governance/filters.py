@@ -15,6 +15,7 @@ from django.http import HttpRequest, QueryDict
 from django.utils import timezone
 from django_filters.fields import ChoiceField
 
+from commerce.models import Customer, Product
 from governance.access import is_governance_admin
 from governance.forms import PageForm
 from governance.models import (
@@ -25,6 +26,7 @@ from governance.models import (
     ReviewItem,
     ReviewStatus,
     Severity,
+    TargetType,
 )
 from governance.selectors import overrides_in_force
 
@@ -96,7 +98,8 @@ class ReviewQueueFilter(PageFilterSet):
     target = django_filters.CharFilter(
         label="Target",
         max_length=160,
-        help_text="An id, or type:id such as product:42.",
+        help_text="A SKU, a customer's id, or type:id such as product:85123A "
+        "or customer:17838.",
         method="filter_target",
     )
 
@@ -150,9 +153,31 @@ class ReviewQueueFilter(PageFilterSet):
     def filter_target(
         self, items: QuerySet[ReviewItem], name: str, target: str
     ) -> QuerySet[ReviewItem]:
-        target_type, target_id = parse_target(target)
-        items = items.filter(target_id=target_id)
+        """Items on the target that ``target`` names, by the shop's id (a
+        product's SKU, a customer's id) or by the stored database id."""
+        target_type, reference = parse_target(target)
+        named = Q(target_id=reference)
+        if target_type in ("", TargetType.PRODUCT):
+            named |= Q(
+                target_type=TargetType.PRODUCT,
+                target_id__in=_stored_ids(
+                    Product.objects.filter(external_id=reference)
+                ),
+            )
+        if target_type in ("", TargetType.CUSTOMER):
+            named |= Q(
+                target_type=TargetType.CUSTOMER,
+                target_id__in=_stored_ids(
+                    Customer.objects.filter(external_id=reference)
+                ),
+            )
+        items = items.filter(named)
         return items.filter(target_type=target_type) if target_type else items
+
+
+def _stored_ids(rows: QuerySet[Any]) -> list[str]:
+    """The database ids of ``rows`` as a review item stores its target's."""
+    return [str(pk) for pk in rows.values_list("pk", flat=True)]
 
 
 class OverrideFilter(PageFilterSet):

@@ -189,6 +189,12 @@ class DecisionForm(VersionForm, OverrideFieldsForm):
         decision, kind = cleaned.get("decision"), cleaned.get("override_kind")
         if decision == Decision.OVERRIDE and not kind:
             self.add_error("override_kind", "Choose the override to put in force.")
+        if decision == Decision.OVERRIDE and not cleaned.get("statement", "").strip():
+            self.add_error(
+                "statement",
+                "An override needs a statement of its reasons in plain language, "
+                "which merchants read.",
+            )
         elif decision and decision != Decision.OVERRIDE and kind:
             self.add_error(
                 "override_kind",

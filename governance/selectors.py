@@ -316,7 +316,8 @@ def audit_log(*, since: dt.datetime, until: dt.datetime) -> AuditLog:
         products = _copy_frame(
             cursor,
             f"""
-            SELECT p.id, p.merchant_id, p.is_active AND p.in_stock AND m.is_active
+            SELECT p.id, p.merchant_id, p.is_active AND p.in_stock AND m.is_active,
+                p.external_id, p.title, m.external_id
             FROM {Product._meta.db_table} p
             JOIN {Merchant._meta.db_table} m ON m.id = p.merchant_id
             """,
@@ -324,13 +325,33 @@ def audit_log(*, since: dt.datetime, until: dt.datetime) -> AuditLog:
             PRODUCT_COLUMNS,
         )
     customer_ids = slates["customer_id"].dropna().unique().tolist()
+    named_customers = (
+        pd.concat([slates["customer_id"], events["customer_id"]])
+        .dropna()
+        .unique()
+        .tolist()
+    )
     return AuditLog.build(
         slates=slates,
         slate_items=slate_items,
         events=events,
         products=products,
         customer_groups=_customer_group_rows(customer_ids),
+        customers=_customer_name_rows(named_customers),
     )
+
+
+def _customer_name_rows(customer_ids: list[int]) -> list[dict[str, object]]:
+    """The shop's id of each customer, for flags to name them by."""
+    rows: list[dict[str, object]] = []
+    for start in range(0, len(customer_ids), 10_000):
+        rows += (
+            {"customer_id": pk, "external_id": external_id}
+            for pk, external_id in Customer.objects.filter(
+                pk__in=customer_ids[start : start + 10_000]
+            ).values_list("id", "external_id")
+        )
+    return rows
 
 
 def _customer_group_rows(customer_ids: list[int]) -> list[dict[str, object]]:

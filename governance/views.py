@@ -8,6 +8,8 @@ with a 4xx status.
 
 import datetime as dt
 import logging
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 
-from commerce.models import Customer, Product, ServedSlateItem
+from commerce.models import Customer, Merchant, Product, ServedSlateItem
 from governance.access import (
     AdminRequiredMixin,
     StaffRequiredMixin,
@@ -101,6 +103,45 @@ def paginate(request: HttpRequest, rows: QuerySet[Any]) -> Page:
     return Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
+def target_names(targets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """How staff read each (type, id) target: a product by SKU and title, a
+    customer or merchant by the shop's own id. Targets are stored by database
+    id; one that no longer exists keeps its ``type:id``."""
+    ids: dict[str, set[int]] = defaultdict(set)
+    for target_type, target_id in targets:
+        if target_id.isdigit():
+            ids[target_type].add(int(target_id))
+    names: dict[tuple[str, str], str] = {}
+    for pk, sku, title in Product.objects.filter(
+        pk__in=ids[TargetType.PRODUCT]
+    ).values_list("id", "external_id", "title"):
+        names[(TargetType.PRODUCT, str(pk))] = f"product {sku} ({title})"
+    for pk, external_id in Customer.objects.filter(
+        pk__in=ids[TargetType.CUSTOMER]
+    ).values_list("id", "external_id"):
+        names[(TargetType.CUSTOMER, str(pk))] = f"customer {external_id}"
+    for pk, external_id in Merchant.objects.filter(
+        pk__in=ids[TargetType.MERCHANT]
+    ).values_list("id", "external_id"):
+        names[(TargetType.MERCHANT, str(pk))] = f"merchant {external_id}"
+    return names
+
+
+def named_targets(rows: Iterable[Any]) -> list[tuple[Any, str]]:
+    """Each item or flag with the name of its target."""
+    rows = list(rows)
+    names = target_names((row.target_type, row.target_id) for row in rows)
+    return [
+        (
+            row,
+            names.get(
+                (row.target_type, row.target_id), f"{row.target_type}:{row.target_id}"
+            ),
+        )
+        for row in rows
+    ]
+
+
 # The review queue.
 
 
@@ -119,12 +160,14 @@ class QueueView(StaffRequiredMixin, View):
             status=ReviewStatus.PENDING
         ).values_list("rule", flat=True)
         rule_families = sorted({rule.split(".")[0] for rule in pending_rules})
+        page = paginate(request, queue.qs)
         return render_page(
             request,
             "queue.html",
             {
                 "filter_form": queue.form,
-                "page": paginate(request, queue.qs),
+                "page": page,
+                "rows": named_targets(page),
                 "rule_families": rule_families,
                 "now": timezone.now(),
             },
@@ -246,6 +289,7 @@ def item_context(
         for flag in item.flags.select_related("audit_run").order_by("created_at", "id")
     ]
     target = item_target(item)
+    target_key = (item.target_type, item.target_id)
     exposure: list[ExposureDay] = []
     exposure_chart = None
     if isinstance(target, Product):
@@ -262,6 +306,9 @@ def item_context(
     return {
         "item": item,
         "target": target,
+        "target_name": target_names([target_key]).get(
+            target_key, f"{item.target_type}:{item.target_id}"
+        ),
         "flags": flags,
         "exposure": exposure,
         "exposure_chart": exposure_chart,
@@ -528,17 +575,19 @@ class AuditRunView(StaffRequiredMixin, View):
                 "run": run,
                 "sections": sections,
                 "thresholds": figure_of(run.thresholds),
-                "flags": run.flags.select_related("review_item")
-                .annotate(
-                    severity_rank=Case(
-                        *(
-                            When(severity=severity, then=Value(rank))
-                            for severity, rank in SEVERITY_PRIORITY.items()
-                        ),
-                        default=Value(0),
+                "flags": named_targets(
+                    run.flags.select_related("review_item")
+                    .annotate(
+                        severity_rank=Case(
+                            *(
+                                When(severity=severity, then=Value(rank))
+                                for severity, rank in SEVERITY_PRIORITY.items()
+                            ),
+                            default=Value(0),
+                        )
                     )
-                )
-                .order_by("-severity_rank", "rule", "id"),
+                    .order_by("-severity_rank", "rule", "id")
+                ),
             },
         )
 

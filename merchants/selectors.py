@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, DateTimeField, F, Q, QuerySet
+from django.db.models import Count, DateTimeField, F, Max, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.utils import timezone
@@ -133,6 +133,35 @@ def _events(products: QuerySet[Product], window: Window) -> QuerySet[FeedbackEve
 def _weights(positions: Iterable[int]) -> dict[int, float]:
     ordered = sorted(set(positions))
     return dict(zip(ordered, position_weight(np.array(ordered)).tolist(), strict=True))
+
+
+def latest_activity_day(merchant_ids: Iterable[int]) -> dt.date | None:
+    """The latest day on which the merchants' products were in a served slate
+    (on the day it stands for) or had a feedback event; None if never.
+
+    Known limit: a replay's serve moment is in its JSON context, so this reads
+    every slate item of the merchants' products; a stored serve moment with an
+    index would make it one index lookup.
+    """
+    products = Product.objects.filter(merchant_id__in=list(merchant_ids)).values("id")
+    served = (
+        ServedSlateItem.objects.filter(product__in=products)
+        .annotate(served_at=_serve_moment())
+        .aggregate(latest=Max("served_at"))["latest"]
+    )
+    occurred = FeedbackEvent.objects.filter(product__in=products).aggregate(
+        latest=Max("occurred_at")
+    )["latest"]
+    moments = [moment for moment in (served, occurred) if moment is not None]
+    return timezone.localdate(max(moments)) if moments else None
+
+
+def default_last_day(merchant_ids: Iterable[int]) -> dt.date:
+    """The day a window ends on unless asked: today, or the merchants' latest
+    day of activity when that is earlier (an imported or replayed history)."""
+    today = timezone.localdate()
+    latest = latest_activity_day(merchant_ids)
+    return min(latest, today) if latest is not None else today
 
 
 def product_figures(

@@ -92,6 +92,15 @@ class HomeView(View):
 # The portal.
 
 
+def window_form(request: HttpRequest) -> WindowForm:
+    """The window of days asked for, defaulting to the user's merchants' latest
+    activity; the same window on every page of the portal."""
+    return WindowForm(
+        request.GET or None,
+        merchant_ids=visible_merchants(request.user).values_list("id", flat=True),
+    )
+
+
 @dataclass(frozen=True)
 class ProductRow:
     product: Product
@@ -100,7 +109,7 @@ class ProductRow:
 
 class ProductListView(MerchantRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
-        form = WindowForm(request.GET or None)
+        form = window_form(request)
         window = form.window()
         search = request.GET.get("q", "").strip()
 
@@ -206,7 +215,7 @@ def audience_series(why: WhyRecommended) -> list[Series]:
 class ProductDetailView(MerchantRequiredMixin, View):
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         product = product_for(request.user, pk)
-        form = WindowForm(request.GET or None)
+        form = window_form(request)
         window = form.window()
 
         siblings = Product.objects.filter(merchant_id=product.merchant_id)

@@ -38,7 +38,7 @@ from governance.audits.findings import (
     records,
     strongest,
 )
-from governance.audits.log import AuditLog
+from governance.audits.log import AuditLog, TargetNames
 from governance.audits.thresholds import AuditThresholds
 
 MAD_SCALE = 1.4826
@@ -229,7 +229,9 @@ def audit_anomalies(log: AuditLog, thresholds: AuditThresholds) -> SectionResult
     }
     for entity, target_type in (("product_id", PRODUCT), ("customer_id", CUSTOMER)):
         bursts, checked = find_bursts(log, entity, thresholds)
-        burst_findings = _burst_findings(bursts, entity, target_type, thresholds)
+        burst_findings = _burst_findings(
+            bursts, entity, target_type, thresholds, log.names
+        )
         metrics["bursts"][target_type] = {
             **checked,
             "flagged": len(burst_findings),
@@ -238,7 +240,7 @@ def audit_anomalies(log: AuditLog, thresholds: AuditThresholds) -> SectionResult
         findings += burst_findings
 
     bots = bot_signals(events)
-    bot_findings = _bot_findings(bots, thresholds)
+    bot_findings = _bot_findings(bots, thresholds, log.names)
     metrics["bots"] = {
         "customers_with_clicks": len(bots),
         "clicks": int(bots["clicks"].sum()),
@@ -254,7 +256,7 @@ def audit_anomalies(log: AuditLog, thresholds: AuditThresholds) -> SectionResult
     findings += bot_findings
 
     returns = purchase_returns(events)
-    return_findings = _return_findings(returns, thresholds)
+    return_findings = _return_findings(returns, thresholds, log.names)
     metrics["purchase_returns"] = {
         "customers_with_purchases": len(returns),
         "purchased_products": int(returns["purchased_products"].sum()),
@@ -280,9 +282,14 @@ def audit_anomalies(log: AuditLog, thresholds: AuditThresholds) -> SectionResult
 
 
 def _burst_findings(
-    bursts: pd.DataFrame, entity: str, target_type: str, thresholds: AuditThresholds
+    bursts: pd.DataFrame,
+    entity: str,
+    target_type: str,
+    thresholds: AuditThresholds,
+    names: TargetNames,
 ) -> list[Finding]:
     """One finding per product or customer, with every burst bucket of it."""
+    name_of = names.product if target_type == PRODUCT else names.customer
     findings = []
     for target, rows in bursts.groupby(entity):
         worst = rows.sort_values("z").iloc[-1]
@@ -294,7 +301,7 @@ def _burst_findings(
                 target_id=str(target),
                 summary=(
                     f"Burst of {int(worst['count'])} {worst['kind']} events on "
-                    f"{target_type} {target} in one "
+                    f"{target_type} {name_of(target)} in one "
                     f"{thresholds.burst_bucket_minutes}-minute bucket "
                     f"(usual {worst['median']:g}, robust z {worst['z']:.1f})"
                 ),
@@ -317,7 +324,9 @@ def _burst_findings(
     return findings
 
 
-def _bot_findings(bots: pd.DataFrame, thresholds: AuditThresholds) -> list[Finding]:
+def _bot_findings(
+    bots: pd.DataFrame, thresholds: AuditThresholds, names: TargetNames
+) -> list[Finding]:
     too_fast = bots["peak_clicks_per_hour"] > thresholds.bot_max_clicks_per_hour
     unmatched = (bots["clicks"] >= thresholds.bot_min_clicks) & (
         bots["unmatched_share"] >= thresholds.bot_unmatched_click_share
@@ -339,7 +348,8 @@ def _bot_findings(bots: pd.DataFrame, thresholds: AuditThresholds) -> list[Findi
                 severity=HIGH if len(signs) == 2 else MEDIUM,
                 target_type=CUSTOMER,
                 target_id=str(customer),
-                summary=f"Customer {customer} acts like a bot: " + "; ".join(signs),
+                summary=f"Customer {names.customer(customer)} acts like a bot: "
+                + "; ".join(signs),
                 evidence=record(row.drop(["too_fast", "unmatched"])),
                 thresholds={
                     "bot_max_clicks_per_hour": thresholds.bot_max_clicks_per_hour,
@@ -353,7 +363,7 @@ def _bot_findings(bots: pd.DataFrame, thresholds: AuditThresholds) -> list[Findi
 
 
 def _return_findings(
-    returns: pd.DataFrame, thresholds: AuditThresholds
+    returns: pd.DataFrame, thresholds: AuditThresholds, names: TargetNames
 ) -> list[Finding]:
     flagged = returns[
         (returns["purchased_products"] >= thresholds.customer_min_purchases)
@@ -366,7 +376,8 @@ def _return_findings(
             target_type=CUSTOMER,
             target_id=str(customer),
             summary=(
-                f"Customer {customer} returned {int(row['returned_products'])} of "
+                f"Customer {names.customer(customer)} returned "
+                f"{int(row['returned_products'])} of "
                 f"{int(row['purchased_products'])} products they bought"
             ),
             evidence=record(row),

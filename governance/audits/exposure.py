@@ -40,7 +40,7 @@ from governance.audits.findings import (
     records,
     strongest,
 )
-from governance.audits.log import AuditLog
+from governance.audits.log import AuditLog, TargetNames
 from governance.audits.thresholds import AuditThresholds
 
 TOP = 20
@@ -154,7 +154,9 @@ def audit_exposure(log: AuditLog, thresholds: AuditThresholds) -> SectionResult:
         merchants.nlargest(TOP, "exposure").reset_index().to_dict("records")
     )
     findings, cut = strongest(
-        _under_exposed(merchants, thresholds) if total_orders and len(items) else [],
+        _under_exposed(merchants, thresholds, log.names)
+        if total_orders and len(items)
+        else [],
         thresholds.max_flags_per_rule,
     )
     metrics["flags"], metrics["flags_cut"] = len(findings), cut
@@ -176,7 +178,7 @@ def merchant_exposure(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _under_exposed(
-    merchants: pd.DataFrame, thresholds: AuditThresholds
+    merchants: pd.DataFrame, thresholds: AuditThresholds, names: TargetNames
 ) -> list[Finding]:
     under = merchants[
         (merchants["merit_share"] >= thresholds.merchant_min_merit_share)
@@ -196,7 +198,8 @@ def _under_exposed(
                 target_type=MERCHANT,
                 target_id=str(merchant),
                 summary=(
-                    f"Merchant {merchant} makes {row['merit_share']:.1%} of sales "
+                    f"Merchant {names.merchant(merchant)} makes "
+                    f"{row['merit_share']:.1%} of sales "
                     f"but gets {row['exposure_share']:.1%} of exposure"
                 ),
                 evidence={

@@ -1,6 +1,7 @@
 """The log an audit reads: a window's slates, slate items and events as frames."""
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -18,8 +19,16 @@ EVENT_COLUMNS = {
     "value": "float64",
     "occurred_at": "int64",
 }
-PRODUCT_COLUMNS = {"product_id": "int64", "merchant_id": "int64", "eligible": "bool"}
+PRODUCT_COLUMNS = {
+    "product_id": "int64",
+    "merchant_id": "int64",
+    "eligible": "bool",
+    "sku": "str",
+    "title": "str",
+    "merchant": "str",
+}
 CUSTOMER_GROUP_COLUMNS = {"customer_id": "int64", "attribute": "str", "value": "str"}
+CUSTOMER_COLUMNS = {"customer_id": "int64", "external_id": "str"}
 
 EVENT_DEFAULTS: dict[str, Any] = {
     "customer_id": pd.NA,
@@ -29,6 +38,49 @@ EVENT_DEFAULTS: dict[str, Any] = {
     "quantity": 1,
     "value": float("nan"),
 }
+PRODUCT_DEFAULTS: dict[str, Any] = {"sku": "", "title": "", "merchant": ""}
+
+
+class TargetNames:
+    """How a flag's summary names its targets: products by SKU and title,
+    customers and merchants by the shop's own ids. A target the log does not
+    name is ``#`` and its database id."""
+
+    def __init__(self, products: pd.DataFrame, customers: pd.DataFrame) -> None:
+        self._products: dict[int, tuple[str, str]] = {
+            int(product_id): (str(sku), str(title))
+            for product_id, sku, title in zip(
+                products["product_id"], products["sku"], products["title"], strict=True
+            )
+            if sku
+        }
+        self._merchants: dict[int, str] = {
+            int(merchant_id): str(merchant)
+            for merchant_id, merchant in zip(
+                products["merchant_id"], products["merchant"], strict=True
+            )
+            if merchant
+        }
+        self._customers: dict[int, str] = {
+            int(customer_id): str(external_id)
+            for customer_id, external_id in zip(
+                customers["customer_id"], customers["external_id"], strict=True
+            )
+            if external_id
+        }
+
+    def product(self, product_id: Any) -> str:
+        """``85123A (WHITE HANGING HEART T-LIGHT HOLDER)``."""
+        if int(product_id) not in self._products:
+            return f"#{product_id}"
+        sku, title = self._products[int(product_id)]
+        return f"{sku} ({title})" if title else sku
+
+    def customer(self, customer_id: Any) -> str:
+        return self._customers.get(int(customer_id), f"#{customer_id}")
+
+    def merchant(self, merchant_id: Any) -> str:
+        return self._merchants.get(int(merchant_id), f"#{merchant_id}")
 
 
 @dataclass(frozen=True)
@@ -45,10 +97,15 @@ class AuditLog:
       window), ``order_id`` (empty when none), ``quantity``, ``value``
       (money, or stars for ratings; NaN when absent) and ``occurred_at``
       (Unix seconds).
-    - ``products``: the whole catalogue, ``product_id``, ``merchant_id``, and
-      ``eligible`` (active, in stock, merchant active).
+    - ``products``: the whole catalogue, ``product_id``, ``merchant_id``,
+      ``eligible`` (active, in stock, merchant active), and the names a person
+      reads: ``sku``, ``title`` and ``merchant`` (the merchant's external id),
+      empty when not known.
     - ``customer_groups``: ``customer_id``, ``attribute``, ``value``, one row
       per group a customer of the window belongs to.
+    - ``customers``: ``customer_id`` and ``external_id`` (the shop's id) of
+      the customers of the window; it may be empty, and flags then name
+      customers by database id.
 
     ``window`` is the audited ``[start, end)`` in Unix seconds, when known;
     events linked to the window's slates may lie outside it.
@@ -59,7 +116,12 @@ class AuditLog:
     events: pd.DataFrame
     products: pd.DataFrame
     customer_groups: pd.DataFrame
+    customers: pd.DataFrame
     window: tuple[int, int] | None = None
+
+    @cached_property
+    def names(self) -> TargetNames:
+        return TargetNames(self.products, self.customers)
 
     @classmethod
     def build(
@@ -70,6 +132,7 @@ class AuditLog:
         events: Any = (),
         products: Any = (),
         customer_groups: Any = (),
+        customers: Any = (),
         window: tuple[int, int] | None = None,
     ) -> "AuditLog":
         """Make a log from frames or lists of dicts; events may omit optional
@@ -81,8 +144,9 @@ class AuditLog:
             events=drop_repeated_order_lines(
                 _frame(events, EVENT_COLUMNS, EVENT_DEFAULTS)
             ),
-            products=_frame(products, PRODUCT_COLUMNS),
+            products=_frame(products, PRODUCT_COLUMNS, PRODUCT_DEFAULTS),
             customer_groups=_frame(customer_groups, CUSTOMER_GROUP_COLUMNS),
+            customers=_frame(customers, CUSTOMER_COLUMNS),
             window=window,
         )
 

@@ -34,7 +34,7 @@ from governance.audits.findings import (
     records,
     strongest,
 )
-from governance.audits.log import AuditLog
+from governance.audits.log import AuditLog, TargetNames
 from governance.audits.thresholds import AuditThresholds
 
 TOP = 20
@@ -122,7 +122,7 @@ def audit_quality(log: AuditLog, thresholds: AuditThresholds) -> SectionResult:
         "over_promoted_products": int(over_promoted.sum()),
     }
     findings, cut = strongest(
-        _findings(table[over_promoted], thresholds),
+        _findings(table[over_promoted], thresholds, log.names),
         thresholds.max_flags_per_rule,
     )
     metrics["top_over_promoted"] = records(
@@ -137,7 +137,7 @@ def audit_quality(log: AuditLog, thresholds: AuditThresholds) -> SectionResult:
 
 
 def _findings(
-    over_promoted: pd.DataFrame, thresholds: AuditThresholds
+    over_promoted: pd.DataFrame, thresholds: AuditThresholds, names: TargetNames
 ) -> list[Finding]:
     findings = []
     for product, row in over_promoted.iterrows():
@@ -157,7 +157,8 @@ def _findings(
                 target_type=PRODUCT,
                 target_id=str(product),
                 summary=(
-                    f"Product {product} gets {row['exposure_share']:.1%} of exposure "
+                    f"Product {names.product(product)} gets "
+                    f"{row['exposure_share']:.1%} of exposure "
                     f"with poor quality signals: " + ", ".join(signs)
                 ),
                 evidence=record(row.drop(JUDGEMENTS)),

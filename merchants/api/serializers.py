@@ -56,7 +56,9 @@ class WindowQuery(serializers.Serializer):
         min_value=1, max_value=MAX_DAYS, default=DEFAULT_DAYS, help_text="days counted"
     )
     until = serializers.DateField(
-        required=False, help_text="the last day counted; default today"
+        required=False,
+        help_text="the last day counted; default the latest day with a served "
+        "slate or an event on your products when that is before today, else today",
     )
 
 
@@ -170,6 +172,14 @@ class HistoryItemAttributionOut(serializers.Serializer):
     repeat = NumberField()
 
 
+class PooledHistoryAttributionOut(serializers.Serializer):
+    label = serializers.CharField()  # type: ignore[assignment]
+    contribution = NumberField()
+    sequence = NumberField()
+    co_purchase = NumberField()
+    repeat = NumberField()
+
+
 class ScoreComponentsOut(serializers.Serializer):
     text = NumberField()
     learned_embedding = NumberField()
@@ -187,8 +197,17 @@ class ScoreAttributionOut(serializers.Serializer):
     baseline_score = NumberField()
     attribution_sum = NumberField()
     convergence_delta = NumberField()
-    history = HistoryItemAttributionOut(many=True)
-    unassigned = NumberField()
+    history = HistoryItemAttributionOut(
+        many=True, help_text="your products in the customer's history"
+    )
+    other_merchants = PooledHistoryAttributionOut(
+        allow_null=True,
+        help_text="the history's products of other merchants, added up and unnamed",
+    )
+    unassigned = NumberField(
+        help_text="history with no product to carry it, and your products past "
+        "those listed; history + other_merchants + unassigned = attribution_sum"
+    )
     components = ScoreComponentsOut()
 
 

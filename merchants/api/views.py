@@ -36,6 +36,7 @@ from merchants.ranking import popularity_only, ranking_weights
 from merchants.selectors import (
     Window,
     daily_figures,
+    default_last_day,
     merchants_product_figures,
     position_counts,
     product_figures,
@@ -97,10 +98,15 @@ class MerchantView(APIView):
 
 
 def _window(request: Request, query_class: type[WindowQuery] = WindowQuery) -> Any:
+    """The window asked for; without ``until``, up to the latest day with
+    activity on the user's merchants' products, as the portal shows it."""
     query = query_class(data=request.query_params)
     query.is_valid(raise_exception=True)
     fields = query.validated_data
-    return Window.ending(fields.get("until"), fields["days"]), fields
+    until = fields.get("until") or default_last_day(
+        visible_merchants(request.user).values_list("id", flat=True)
+    )
+    return Window.ending(until, fields["days"]), fields
 
 
 def _product_row(product: Product, figures: Any) -> dict[str, Any]:

@@ -418,6 +418,16 @@ def test_purchase_then_return_counts_returns_after_the_purchase():
     }
     [finding] = audit_anomalies(log, THRESHOLDS).findings
     assert (finding.rule, finding.target_id) == ("anomaly.purchase_return", "7")
+    # Without the shop's id in the log, the summary says it is a database id.
+    assert finding.summary.startswith("Customer #7 returned 4 of 6 products")
+
+    named = AuditLog.build(
+        events=events, customers=[{"customer_id": 7, "external_id": "17838"}]
+    )
+
+    [finding] = audit_anomalies(named, THRESHOLDS).findings
+    assert finding.target_id == "7"
+    assert finding.summary == "Customer 17838 returned 4 of 6 products they bought"
 
 
 def test_a_bot_is_flagged_once_with_its_signs():
@@ -436,6 +446,7 @@ def test_a_bot_is_flagged_once_with_its_signs():
     ]
     bot = next(f for f in result.findings if f.rule == "anomaly.bot")
     assert bot.severity == "high"
+    assert bot.summary.startswith("Customer #42 acts like a bot")
     assert bot.evidence["peak_clicks_per_hour"] == 150
     assert result.metrics["bots"]["unmatched_click_share"] == 1.0
 

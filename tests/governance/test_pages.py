@@ -30,7 +30,7 @@ from governance.services import (
     raise_flags,
     revoke_override,
 )
-from tests.factories import ProductFactory
+from tests.factories import CustomerFactory, ProductFactory
 from tests.governance.test_review_queue import (
     GOVERNANCE_ADMIN_GROUP,
     REVIEWER_GROUP,
@@ -109,6 +109,58 @@ def test_the_queue_filters_by_assignee_and_bare_target_id(client, reviewer):
     assert shown(assignee="ghost") == {mine.pk, theirs.pk, unassigned.pk}
     assert shown(target=unassigned.target_id) == {unassigned.pk}
     assert shown(target=f"customer:{unassigned.target_id}") == set()
+
+
+def test_the_queue_names_targets_by_the_shops_ids_and_finds_them_by_them(
+    client, reviewer
+):
+    product = ProductFactory.create(external_id="85123A", title="T-light holder")
+    customer = CustomerFactory.create(external_id="17838")
+    # A product whose database id is the customer's shop id, to tell them apart.
+    decoy = ProductFactory.create(pk=17838)
+    on_product = flag_product(product)
+    on_decoy = flag_product(decoy)
+    [flag] = raise_flags(
+        audit_run=on_product.flags.get().audit_run,
+        flags=[
+            FlagSpec(
+                rule="anomaly.purchase_return",
+                severity=Severity.MEDIUM,
+                target_type=TargetType.CUSTOMER,
+                target_id=str(customer.pk),
+                summary="Customer 17838 returned 19 of 32 products they bought",
+                evidence={},
+                thresholds={},
+            )
+        ],
+    )
+    on_customer = flag.review_item
+    assert on_customer is not None
+    client.force_login(reviewer)
+
+    def shown(**filters: str) -> set[int]:
+        html = client.get(reverse("governance:queue"), filters).text
+        return {int(pk) for pk in re.findall(r'href="/governance/items/(\d+)/"', html)}
+
+    queue = client.get(reverse("governance:queue")).text
+    assert "<td>product 85123A (T-light holder)</td>" in queue
+    assert "<td>customer 17838</td>" in queue
+    assert f"customer:{customer.pk}" not in queue
+    assert shown(target="product:85123A") == {on_product.pk}
+    assert shown(target="85123A") == {on_product.pk}
+    assert shown(target="customer:17838") == {on_customer.pk}
+    # Stored ids still work; a bare id matches any target it names.
+    assert shown(target=f"customer:{customer.pk}") == {on_customer.pk}
+    assert shown(target=f"product:{product.pk}") == {on_product.pk}
+    assert shown(target="17838") == {on_customer.pk, on_decoy.pk}
+    assert shown(target="product:17838") == {on_decoy.pk}
+    assert shown(target="customer:85123A") == set()
+
+    item_page = client.get(reverse("governance:item", args=[on_customer.pk])).text
+    assert "customer <code>17838</code>" in item_page
+    audit_page = client.get(reverse("governance:audit", args=[flag.audit_run_id])).text
+    assert "<td>customer 17838</td>" in audit_page
+    assert "<td>product 85123A (T-light holder)</td>" in audit_page
 
 
 def test_the_queue_shows_its_default_status_selected(client, reviewer):

@@ -359,15 +359,19 @@ def test_the_page_shows_why_a_decision_was_refused(client, reviewer, item):
         "reason_code": "low_quality",
         "note": "returns",
         "override_kind": "suppress",
+        "statement": "Most of its orders come back.",
     }
 
     no_note = client.post(url, {**valid, "note": ""})
+    no_statement = client.post(url, {**valid, "statement": "  "})
     no_kind = client.post(url, {**valid, "override_kind": ""})
     bad_cap = client.post(url, {**valid, "override_kind": "cap", "override_value": 3})
     stale = client.post(url, {**valid, "version": claimed.version - 1})
 
     assert no_note.status_code == 400
     assert "This field is required." in no_note.text
+    assert no_statement.status_code == 400
+    assert "An override needs a statement of its reasons" in no_statement.text
     assert no_kind.status_code == 400
     assert "Choose the override to put in force." in no_kind.text
     assert bad_cap.status_code == 400
@@ -383,7 +387,11 @@ def test_the_page_shows_why_a_decision_was_refused(client, reviewer, item):
     assert decided.status_code == 302
     item.refresh_from_db()
     assert (item.status, item.decision) == (ReviewStatus.DECIDED, "override")
-    assert Override.objects.get().kind == "suppress"
+    override = Override.objects.get()
+    assert (override.kind, override.statement) == (
+        "suppress",
+        "Most of its orders come back.",
+    )
 
 
 # Who may open the pages.

@@ -212,6 +212,8 @@ def test_injected_faults_are_flagged_and_every_metric_is_stored(shop):
     }
     burst = audit_run.flags.get(rule="anomaly.burst")
     assert burst.evidence["buckets"][0]["count"] == 150
+    target = shop.burst_target
+    assert f"on product {target.external_id} ({target.title}) in one" in burst.summary
     assert burst.thresholds["burst_z"] == settings.AUDIT_BURST_Z
     # Over-promotion: first in every slate, 12 of its 20 orders returned.
     assert flagged(audit_run, "quality.over_promotion") == {
@@ -220,6 +222,9 @@ def test_injected_faults_are_flagged_and_every_metric_is_stored(shop):
     promoted = audit_run.flags.get(rule="quality.over_promotion")
     assert promoted.severity == "high"
     assert promoted.evidence["return_rate"] == 0.6
+    assert promoted.summary.startswith(
+        f"Product {shop.promoted.external_id} ({shop.promoted.title}) gets "
+    )
     # Fairness: French customers click a quarter as often and never buy.
     assert flagged(audit_run, "fairness.ratio") == {
         ("customer_group", "country=France")
