@@ -6,7 +6,9 @@
 - A slate counts on the day it stands for: a replay's ``as_of``, else when it
   was logged.
 - Clicks, purchases and returns are feedback events that occurred in the
-  window, one per event (a purchase is one order line); the return rate is
+  window, one per event, except that a purchase or return reported twice
+  under one order id (by an import and again by the shop's API, as a replay
+  does) counts once, as the audits count it; the return rate is
   returns over purchases, as the quality audit reads it, and can pass 1 when
   goods bought before the window come back in it.
 - Exposure and sales shares are parts of the totals over the products asked
@@ -20,7 +22,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, DateTimeField, F, Max, Q, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    F,
+    Max,
+    Q,
+    QuerySet,
+    When,
+)
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.utils import timezone
@@ -164,6 +176,17 @@ def default_last_day(merchant_ids: Iterable[int]) -> dt.date:
     return min(latest, today) if latest is not None else today
 
 
+def _event_count() -> Count:
+    """Events, with each (order, product) line of a kind counted once."""
+    return Count(
+        Case(
+            When(order_id="", then=Cast("id", CharField())),
+            default=F("order_id"),
+        ),
+        distinct=True,
+    )
+
+
 def product_figures(
     products: QuerySet[Product], window: Window
 ) -> dict[int, ProductFigures]:
@@ -189,7 +212,7 @@ def product_figures(
         (product_id, kind): n
         for product_id, kind, n in _events(products, window)
         .values_list("product_id", "kind")
-        .annotate(n=Count("id"))
+        .annotate(n=_event_count())
         .order_by()
     }
     total_exposure = sum(exposure.values())
@@ -250,7 +273,7 @@ def daily_figures(product: Product, window: Window) -> list[DayFigures]:
         for day, kind, n in _events(one, window)
         .annotate(day=TruncDate("occurred_at"))
         .values_list("day", "kind")
-        .annotate(n=Count("id"))
+        .annotate(n=_event_count())
         .order_by()
     }
     return [

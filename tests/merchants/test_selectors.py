@@ -220,3 +220,29 @@ def test_decisions_show_reasons_and_statements_but_no_note_or_reviewer(world):
     assert not names & {"note", "decided_by", "assignee", "created_by", "revoked_by"}
     assert INTERNAL_NOTE not in repr(overrides) + repr(decisions)
     assert shops.rita.username not in repr(overrides) + repr(decisions)
+
+
+def test_an_order_line_reported_by_the_import_and_the_api_counts_once(shops):
+    product = shops.a_products[0]
+    for source in ("online-retail", "shop-frontend"):
+        FeedbackEventFactory.create(
+            product=product,
+            order_id="581000",
+            occurred_at=noon(1),
+            source=source,
+            client_event_id="line-1",
+        )
+    # The product twice in another order counts as one line, as the audits
+    # count it; clicks carry no order and count one by one.
+    for _ in range(2):
+        FeedbackEventFactory.create(
+            product=product, order_id="581001", occurred_at=noon(1)
+        )
+    events(product, EventKind.CLICK, 1, count=2)
+    one = Product.objects.filter(pk=product.pk)
+
+    figures = product_figures(one, WINDOW)[product.pk]
+    day = next(d for d in daily_figures(product, WINDOW) if d.day == noon(1).date())
+
+    assert (figures.purchases, figures.clicks) == (2, 2)
+    assert (day.purchases, day.clicks) == (2, 2)
