@@ -18,12 +18,27 @@ class ImportFormatError(CommerceError):
 
 
 class InvalidEventsError(CommerceError):
-    """Some events of a batch refer to unknown things; the batch is refused whole.
+    """Some events of a batch are invalid: a bad field, an unknown product,
+    customer or slate, or a slate they do not match; the batch is refused whole.
 
     ``details`` lists each problem as ``{"index", "field", "code", "message"}``.
     """
 
     code = "invalid_events"
+
+    def __init__(self, message: str, details: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class IdempotencyKeyReusedError(CommerceError):
+    """Some events of a batch reuse the client event id of a stored event that
+    says something else; the batch is refused whole.
+
+    ``details`` lists each such event as ``{"index", "field", "code", "message"}``.
+    """
+
+    code = "idempotency_key_reused"
 
     def __init__(self, message: str, details: list[dict[str, object]]) -> None:
         super().__init__(message)

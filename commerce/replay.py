@@ -86,6 +86,10 @@ def invoices_between(
     ]
 
 
+class ServerUnavailableError(Exception):
+    """The API did not answer its health check, so a replay would only fail."""
+
+
 @dataclass
 class ReplayReport:
     """What the replay saw."""
@@ -125,10 +129,31 @@ class TrafficReplayer:
             "Authorization": f"Api-Key {api_key}",
             "Content-Type": "application/json",
         }
+        self.base_url = base_url
         self.k = k
         self.concurrency = concurrency
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    def check_health(self) -> None:
+        """Raise ``ServerUnavailableError`` unless ``GET {url}/health`` answers 200."""
+        health_url = f"{self.base_url.rstrip('/')}/health"
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            connection.request("GET", f"{self.prefix}/health")
+            response = connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerUnavailableError(
+                f"No server answers at {health_url} ({error!r})."
+            ) from error
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise ServerUnavailableError(
+                f"GET {health_url} answered {response.status}: "
+                f"{payload[:200].decode(errors='replace')}"
+            )
 
     def run(
         self,

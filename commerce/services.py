@@ -5,7 +5,8 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from commerce.errors import (
     ApiClientError,
+    IdempotencyKeyReusedError,
     InvalidEventsError,
     SkuOwnedByOtherMerchantError,
 )
@@ -441,22 +443,62 @@ class EventOutcome:
     status: str
 
 
+@dataclass(frozen=True)
+class _SlateShown:
+    """What an event naming a served slate is checked against."""
+
+    customer_id: int | None
+    session_id: str
+    position_of: dict[int, int]
+    """The position of each product of the slate, by product id."""
+
+
+@dataclass(frozen=True)
+class _References:
+    """The rows a batch of events names, by the values the events give."""
+
+    product_ids: dict[str, int]
+    customer_ids: dict[str, int]
+    slates: dict[uuid.UUID, _SlateShown]
+
+
+# What an event says, as stored: a resend must say the same under its client id.
+_STORED_EVENT_FIELDS = (
+    "kind",
+    "product_id",
+    "customer_id",
+    "session_id",
+    "quantity",
+    "value",
+    "occurred_at",
+    "order_id",
+    "slate_id",
+    "slate_position",
+)
+
+
 def record_feedback_events(
     *, source: str, events: list[dict[str, Any]]
 ) -> list[EventOutcome]:
     """Store a batch of feedback events, all or nothing; resent events are kept once.
 
     Products, customers and slates are resolved first: if any event names an
-    unknown one, InvalidEventsError lists every such event and nothing is
-    stored. The rows found stay locked against deletion until the batch is
-    committed, so one deleted meanwhile is reported the same way, never as a
-    broken foreign key. An event whose (source, client_event_id) is already
-    stored is not stored again; its outcome names the original event.
+    unknown one, or a slate that was not served to its customer (or session)
+    or does not hold its product at its position, InvalidEventsError lists
+    every such event and nothing is stored. The rows found stay locked against
+    deletion until the batch is committed, so one deleted meanwhile is reported
+    the same way, never as a broken foreign key. An event whose (source,
+    client_event_id) is already stored is not stored again; its outcome names
+    the original event. If the stored event says something else,
+    IdempotencyKeyReusedError names every such event and nothing is stored.
+    Events of one batch that share a client event id are taken to say the
+    same; ``validate_feedback_batch`` refuses a batch where they do not.
     """
     client_ids = [e["client_event_id"] for e in events]
     table = FeedbackEvent._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
-        product_ids, customer_ids = _lock_references(cursor, events)
+        references = _lock_references(cursor, events)
+        product_ids, customer_ids = references.product_ids, references.customer_ids
         # One JSON parameter rather than an array per column: Django's psycopg
         # cursor quotes parameters in Python, element by element.
         rows = json.dumps(
@@ -493,14 +535,14 @@ def record_feedback_events(
         )
         created = {client_id: pk for pk, client_id in cursor.fetchall()}
 
-    # Events stored before, by an earlier call or a concurrent one that won.
-    stored = dict(created)
-    if len(created) < len(client_ids):
-        stored.update(
-            FeedbackEvent.objects.filter(
-                source=source, client_event_id__in=set(client_ids) - created.keys()
-            ).values_list("client_event_id", "id")
-        )
+        # Events stored before, by an earlier call or a concurrent one that won
+        # (its commit is visible to this statement).
+        stored = dict(created)
+        if len(created) < len(client_ids):
+            stored.update(
+                _check_resent_events(cursor, source, events, created, references)
+            )
+
     outcomes = []
     first_seen: set[str] = set()
     for index, client_id in enumerate(client_ids):
@@ -517,46 +559,182 @@ def record_feedback_events(
     return outcomes
 
 
-def _lock_references(
-    cursor: Any, events: list[dict[str, Any]]
-) -> tuple[dict[str, int], dict[str, int]]:
+def _check_resent_events(
+    cursor: Any,
+    source: str,
+    events: list[dict[str, Any]],
+    created: dict[str, int],
+    references: _References,
+) -> dict[str, int]:
+    """Return the stored ids of the events that were not created, or raise
+    IdempotencyKeyReusedError naming every one whose stored event differs."""
+    cursor.execute(
+        f"""
+        SELECT client_event_id, id, {", ".join(_STORED_EVENT_FIELDS)}
+        FROM {FeedbackEvent._meta.db_table}
+        WHERE source = %s AND client_event_id = ANY(%s)
+        """,
+        [source, list({e["client_event_id"] for e in events} - created.keys())],
+    )
+    stored_events = {row[0]: row[1:] for row in cursor.fetchall()}
+    problems = []
+    for index, event in enumerate(events):
+        stored = stored_events.get(event["client_event_id"])
+        if stored is None:
+            continue
+        said = (
+            event["kind"],
+            references.product_ids[event["product"]],
+            references.customer_ids.get(event["customer"]),
+            event["session_id"],
+            event["quantity"],
+            event["value"],
+            event["occurred_at"],
+            event["order_id"],
+            event["slate_id"],
+            event["position"],
+        )
+        changed = [
+            field
+            for field, now, then in zip(
+                _STORED_EVENT_FIELDS, said, stored[1:], strict=True
+            )
+            if now != then
+        ]
+        if changed:
+            problems.append(
+                {
+                    "index": index,
+                    "field": "client_event_id",
+                    "code": IdempotencyKeyReusedError.code,
+                    "message": (
+                        f"Event {event['client_event_id']} was stored with another "
+                        f"{', '.join(changed)}; give a new event a new client event id."
+                    ),
+                }
+            )
+    if problems:
+        raise IdempotencyKeyReusedError(
+            f"{len(problems)} of {len(events)} events reuse the client event id of "
+            "a stored event that says something else; nothing was stored.",
+            problems,
+        )
+    return {client_id: stored[0] for client_id, stored in stored_events.items()}
+
+
+def feedback_reference_problems(
+    events: Mapping[int, dict[str, Any]],
+) -> list[dict[str, object]]:
+    """List what the events, by their index in a batch, name that is unknown or
+    does not match their slate, as ``{"index", "field", "code", "message"}``.
+
+    For reporting every problem of a batch that is refused anyway; storing a
+    batch checks the same under lock.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        references = _find_references(cursor, events.values())
+    return _reference_problems(events.items(), references)
+
+
+def _lock_references(cursor: Any, events: list[dict[str, Any]]) -> _References:
     """Find the products, customers and slates the events name, and lock them.
 
     FOR KEY SHARE is the lock the foreign keys take at commit, taken early: a
     row deleted meanwhile is not found, and a delete waits for this commit.
-    Return the ids of products and customers by external id, or raise
-    InvalidEventsError naming every event that names something unknown.
+    Raise InvalidEventsError naming every event that names something unknown
+    or does not match its slate.
     """
-    product_ids = _locked_ids(
-        cursor, Product, "external_id", {e["product"] for e in events}
-    )
-    customer_ids = _locked_ids(
-        cursor, Customer, "external_id", {e["customer"] for e in events} - {None}
-    )
-    slate_ids = _locked_ids(
-        cursor, ServedSlate, "id", {e["slate_id"] for e in events} - {None}
-    )
-    problems = []
-    for index, event in enumerate(events):
-        if event["product"] not in product_ids:
-            problems.append(
-                _problem(index, "product", "unknown_product", event["product"])
-            )
-        if event["customer"] and event["customer"] not in customer_ids:
-            problems.append(
-                _problem(index, "customer", "unknown_customer", event["customer"])
-            )
-        if event["slate_id"] and event["slate_id"] not in slate_ids:
-            problems.append(
-                _problem(index, "slate_id", "unknown_slate", event["slate_id"])
-            )
+    references = _find_references(cursor, events)
+    problems = _reference_problems(enumerate(events), references)
     if problems:
         raise InvalidEventsError(
             f"{len({p['index'] for p in problems})} of {len(events)} events refer to "
-            "unknown products, customers or slates; nothing was stored.",
+            "unknown products, customers or slates, or do not match their slate; "
+            "nothing was stored.",
             problems,
         )
-    return product_ids, customer_ids
+    return references
+
+
+def _find_references(cursor: Any, events: Collection[dict[str, Any]]) -> _References:
+    """Read, under FOR KEY SHARE, the rows the events name."""
+    skus, customers = set(), set()
+    for event in events:
+        skus.add(event["product"])
+        customers.add(event["customer"])
+    customers.discard(None)
+    product_ids = _locked_ids(cursor, Product, "external_id", skus)
+    shown = {
+        (event["slate_id"], product_ids.get(event["product"]))
+        for event in events
+        if event["slate_id"] is not None
+    }
+    return _References(
+        product_ids=product_ids,
+        customer_ids=_locked_ids(cursor, Customer, "external_id", customers),
+        slates=_locked_slates(cursor, shown),
+    )
+
+
+def _reference_problems(
+    events: Iterable[tuple[int, dict[str, Any]]], references: _References
+) -> list[dict[str, object]]:
+    problems = []
+    for index, event in events:
+        product_id = references.product_ids.get(event["product"])
+        customer_id = references.customer_ids.get(event["customer"])
+        if product_id is None:
+            problems.append(
+                _unknown(index, "product", "unknown_product", event["product"])
+            )
+        if event["customer"] and customer_id is None:
+            problems.append(
+                _unknown(index, "customer", "unknown_customer", event["customer"])
+            )
+        if event["slate_id"] is None:
+            continue
+        slate = references.slates.get(event["slate_id"])
+        if slate is None:
+            problems.append(
+                _unknown(index, "slate_id", "unknown_slate", event["slate_id"])
+            )
+            continue
+        shown_to_event = (
+            slate.customer_id is not None and customer_id == slate.customer_id
+        ) or (bool(slate.session_id) and event["session_id"] == slate.session_id)
+        if not shown_to_event and (customer_id is not None or not event["customer"]):
+            problems.append(
+                _problem(
+                    index,
+                    "customer" if event["customer"] else "session_id",
+                    "slate_customer_mismatch",
+                    f"Slate {event['slate_id']} was served to another customer "
+                    "or session.",
+                )
+            )
+        if product_id is None:
+            continue
+        position = slate.position_of.get(product_id)
+        if position is None:
+            problems.append(
+                _problem(
+                    index,
+                    "product",
+                    "not_in_slate",
+                    f"Slate {event['slate_id']} does not hold {event['product']}.",
+                )
+            )
+        elif event["position"] is not None and event["position"] != position:
+            problems.append(
+                _problem(
+                    index,
+                    "position",
+                    "wrong_position",
+                    f"Slate {event['slate_id']} holds {event['product']} at "
+                    f"position {position}, not {event['position']}.",
+                )
+            )
+    return problems
 
 
 def _locked_ids(
@@ -573,13 +751,47 @@ def _locked_ids(
     return dict(cursor.fetchall())
 
 
-def _problem(index: int, field: str, code: str, value: object) -> dict[str, object]:
-    return {
-        "index": index,
-        "field": field,
-        "code": code,
-        "message": f"No {field.replace('_id', '')} {value!s}.",
-    }
+def _locked_slates(
+    cursor: Any, shown: set[tuple[uuid.UUID, int | None]]
+) -> dict[uuid.UUID, _SlateShown]:
+    """Read the customer and session of each slate that ``shown`` pairs with a
+    product id, and the product's position in it (absent when it lacks it)."""
+    if not shown:
+        return {}
+    cursor.execute(
+        f"""
+        WITH shown AS (
+            SELECT (pair->>0)::uuid AS slate_id, (pair->>1)::bigint AS product_id
+            FROM json_array_elements(%s::json) AS pair
+        )
+        SELECT slate.id, slate.customer_id, slate.session_id, item.product_id,
+            item.position
+        FROM {ServedSlate._meta.db_table} slate
+        LEFT JOIN (
+            shown JOIN {ServedSlateItem._meta.db_table} item
+                USING (slate_id, product_id)
+        ) ON item.slate_id = slate.id
+        WHERE slate.id IN (SELECT slate_id FROM shown)
+        FOR KEY SHARE OF slate
+        """,
+        [json.dumps([[str(slate_id), product_id] for slate_id, product_id in shown])],
+    )
+    slates: dict[uuid.UUID, _SlateShown] = {}
+    for slate_id, customer_id, session_id, product_id, position in cursor.fetchall():
+        slate = slates.get(slate_id)
+        if slate is None:
+            slate = slates[slate_id] = _SlateShown(customer_id, session_id, {})
+        if product_id is not None:
+            slate.position_of[product_id] = position
+    return slates
+
+
+def _unknown(index: int, field: str, code: str, value: object) -> dict[str, object]:
+    return _problem(index, field, code, f"No {field.replace('_id', '')} {value!s}.")
+
+
+def _problem(index: int, field: str, code: str, message: str) -> dict[str, object]:
+    return {"index": index, "field": field, "code": code, "message": message}
 
 
 @dataclass(frozen=True)

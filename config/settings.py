@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_filters",
     "commerce",
     "rl_engine",
@@ -121,6 +122,8 @@ REST_FRAMEWORK = {
         "recommendations": env.str("API_RECOMMENDATIONS_RATE", default="6000/minute"),
         "catalogue": env.str("API_CATALOGUE_RATE", default="120/minute"),
     },
+    # The API takes JSON only: its inputs are nested, which forms cannot express.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "commerce.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -133,9 +136,17 @@ SPECTACULAR_SETTINGS = {
     # The schema and its Swagger UI describe the API; reading them needs no key.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI and Redoc come from drf_spectacular_sidecar's static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 API_MAX_EVENT_BATCH = env.int("API_MAX_EVENT_BATCH", default=1000)
 API_MAX_PRODUCT_BATCH = env.int("API_MAX_PRODUCT_BATCH", default=1000)
+# How far ahead of this server's clock an event's occurred_at may be.
+API_EVENT_MAX_CLOCK_SKEW_SECONDS = env.int(
+    "API_EVENT_MAX_CLOCK_SKEW_SECONDS", default=300
+)
 # Throttle counters live in the cache: per process by default, shared across
 # processes when CACHE_URL names Redis (e.g. redis://127.0.0.1:6379/1).
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}

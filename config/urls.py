@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, reverse_lazy
+from django.urls import include, path, re_path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from commerce.api.views import NotFoundView
 from merchants import views as merchant_views
 
 urlpatterns = [
@@ -39,4 +40,6 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema"),
         name="swagger-ui",
     ),
+    # Last: any other path under /api/ answers the API's JSON 404.
+    re_path(r"^api(/|$)", NotFoundView.as_view(), name="api-not-found"),
 ]

@@ -7,12 +7,15 @@ lists field problems as ``{"index", "field", "code", "message"}``, where
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from commerce.errors import (
     CommerceError,
+    IdempotencyKeyReusedError,
     InvalidEventsError,
     SkuOwnedByOtherMerchantError,
 )
@@ -35,11 +38,19 @@ DRF_CODES = {
 
 
 def api_exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(error, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _error(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            "payload_too_large",
+            f"The request body is larger than {limit:,} bytes; send smaller batches.",
+            [],
+        )
     if isinstance(error, InvalidEventsError):
         return _error(
             status.HTTP_400_BAD_REQUEST, error.code, error.message, error.details
         )
-    if isinstance(error, SkuOwnedByOtherMerchantError):
+    if isinstance(error, IdempotencyKeyReusedError | SkuOwnedByOtherMerchantError):
         return _error(
             status.HTTP_409_CONFLICT, error.code, error.message, error.details
         )

@@ -9,8 +9,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
+from commerce.api.errors import flatten_validation_errors
+from commerce.errors import IdempotencyKeyReusedError, InvalidEventsError
 from commerce.models import EventKind, SlateReason
+from commerce.services import feedback_reference_problems
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -61,16 +65,82 @@ class FeedbackEventIn(serializers.Serializer):
         min_value=1, max_value=1000, required=False, allow_null=True, default=None
     )
 
+    def validate_occurred_at(self, value: dt.datetime) -> dt.datetime:
+        if value > _latest_occurrence():
+            raise serializers.ValidationError(
+                "Must not be in the future (give the time with its UTC offset).",
+                code="occurred_in_future",
+            )
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not attrs["customer"] and not attrs["session_id"]:
-            raise serializers.ValidationError(
-                {"customer": "Give a customer or a session_id."}, code="required"
-            )
-        if attrs["value"] is not None and attrs["value"] < 0:
-            raise serializers.ValidationError(
-                {"value": "Must not be negative."}, code="min_value"
-            )
+        problems = _event_rule_problems(attrs)
+        if problems:
+            raise serializers.ValidationError(problems)
         return attrs
+
+
+# The scale of a rating's value, in stars.
+RATING_SCALE = (Decimal(1), Decimal(5))
+_STARS = f"{RATING_SCALE[0]} to {RATING_SCALE[1]}"
+# Kinds whose value is money; a rating's value is its stars.
+_MONEY_KINDS = frozenset({EventKind.ADD_TO_CART, EventKind.PURCHASE, EventKind.RETURN})
+# Kinds that are one act on one product: their quantity is 1.
+_SINGLE_KINDS = frozenset({EventKind.IMPRESSION, EventKind.CLICK, EventKind.RATING})
+
+
+def _event_rule_problems(event: dict[str, Any]) -> dict[str, ErrorDetail]:
+    """Check an event's fields against each other and its kind; return the
+    problem of each field that breaks a rule, by field name.
+
+    - a customer or a session_id is given;
+    - ``value`` is money (not negative) for carts, purchases and returns, 1
+      to 5 stars for a rating, which needs it, and absent for other kinds;
+    - ``quantity`` counts units for add_to_cart, purchase and return; an
+      impression, a click or a rating is one, so its quantity is 1;
+    - ``position`` comes only with the ``slate_id`` it is a position in.
+    """
+    problems: dict[str, ErrorDetail] = {}
+    kind, value = event["kind"], event["value"]
+    if not event["customer"] and not event["session_id"]:
+        problems["customer"] = ErrorDetail(
+            "Give a customer or a session_id.", code="required"
+        )
+    if value is not None and value < 0:
+        problems["value"] = ErrorDetail("Must not be negative.", code="min_value")
+    elif kind == EventKind.RATING:
+        if value is None:
+            problems["value"] = ErrorDetail(
+                f"A rating needs a value: {_STARS} stars.", code="required"
+            )
+        elif not RATING_SCALE[0] <= value <= RATING_SCALE[1]:
+            problems["value"] = ErrorDetail(
+                f"A rating's value is {_STARS} stars.", code="out_of_scale"
+            )
+    elif value is not None and kind not in _MONEY_KINDS:
+        problems["value"] = ErrorDetail(
+            f"Events of kind {kind} have no value; it is money for carts, "
+            "purchases and returns, stars for ratings.",
+            code="not_allowed",
+        )
+    if event["quantity"] != 1 and kind in _SINGLE_KINDS:
+        problems["quantity"] = ErrorDetail(
+            f"Events of kind {kind} are one act each: their quantity is 1.",
+            code="not_allowed",
+        )
+    if event["position"] is not None and event["slate_id"] is None:
+        problems["position"] = ErrorDetail(
+            "A position is a position in a slate: give its slate_id.",
+            code="slate_id_required",
+        )
+    return problems
+
+
+def _latest_occurrence() -> dt.datetime:
+    """The latest occurred_at accepted now: the clocks of shop and server differ."""
+    return timezone.now() + dt.timedelta(
+        seconds=settings.API_EVENT_MAX_CLOCK_SKEW_SECONDS
+    )
 
 
 class FeedbackBatchIn(serializers.Serializer):
@@ -88,15 +158,84 @@ def validate_feedback_batch(data: Any) -> list[dict[str, Any]]:
     Running a dozen DRF fields for each event costs about as much as storing
     it, so a batch is first read in one plain pass that accepts only what
     ``FeedbackBatchIn`` accepts and yields the same values. A batch that pass is
-    not sure of (a bad or unusual value anywhere) goes through
-    ``FeedbackBatchIn`` itself, so every refusal carries the serializer's errors.
+    not sure of (a bad or unusual value anywhere) goes through the serializers
+    event by event, so every refusal carries the serializer's errors.
+
+    A batch whose events have problems raises InvalidEventsError naming every
+    one: the field problems of all events, events that share a client event id
+    but say different things, and what the events with valid fields name that
+    is unknown or does not match their slate. A batch that is not a list of 1
+    to ``API_MAX_EVENT_BATCH`` events raises DRF's ValidationError.
     """
     events = _plainly_valid_events(data)
     if events is None:
+        valid, problems = _events_field_by_field(data)
+    elif len({event["client_event_id"] for event in events}) == len(events):
+        return events
+    else:
+        valid, problems = dict(enumerate(events)), []
+
+    problems += _reused_client_event_ids(valid)
+    if not problems:
+        return list(valid.values())
+
+    problems += feedback_reference_problems(valid)
+    problems.sort(key=lambda problem: problem["index"])
+    count = len({problem["index"] for problem in problems})
+    raise InvalidEventsError(
+        f"{count} events of the batch are invalid; nothing was stored.", problems
+    )
+
+
+def _events_field_by_field(
+    data: Any,
+) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    """Validate each event with ``FeedbackEventIn``; return the valid ones by
+    index and the field problems of the others."""
+    events = data.get("events") if isinstance(data, dict) else None
+    if type(events) is not list or not 0 < len(events) <= _MAX_EVENTS:
         batch = FeedbackBatchIn(data=data)
         batch.is_valid(raise_exception=True)
-        events = batch.validated_data["events"]
-    return events
+        return dict(enumerate(batch.validated_data["events"])), []
+
+    valid, problems = {}, []
+    for index, item in enumerate(events):
+        event = FeedbackEventIn(data=item)
+        if event.is_valid():
+            valid[index] = event.validated_data
+        else:
+            problems += [
+                {"index": index, **problem}
+                for problem in flatten_validation_errors(event.errors, index)
+            ]
+    return valid, problems
+
+
+def _reused_client_event_ids(
+    events: dict[int, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Name every event that shares its client event id with another event of
+    the batch that says something else."""
+    indexes_of: dict[str, list[int]] = {}
+    for index, event in events.items():
+        indexes_of.setdefault(event["client_event_id"], []).append(index)
+    problems = []
+    for client_id, indexes in indexes_of.items():
+        first = events[indexes[0]]
+        if all(events[index] == first for index in indexes[1:]):
+            continue
+        listed = ", ".join(str(index) for index in indexes)
+        problems += [
+            {
+                "index": index,
+                "field": "client_event_id",
+                "code": IdempotencyKeyReusedError.code,
+                "message": f"Events {listed} share the client event id {client_id} "
+                "but differ; give each event its own.",
+            }
+            for index in indexes
+        ]
+    return problems
 
 
 class _NotPlain(Exception):
@@ -121,13 +260,14 @@ def _plainly_valid_events(data: Any) -> list[dict[str, Any]] | None:
     if type(events) is not list or not 0 < len(events) <= _MAX_EVENTS:
         return None
     zone = timezone.get_current_timezone()
+    latest = _latest_occurrence()
     try:
-        return [_plain_event(event, zone) for event in events]
+        return [_plain_event(event, zone, latest) for event in events]
     except (_NotPlain, serializers.ValidationError, DjangoValidationError):
         return None
 
 
-def _plain_event(event: Any, zone: dt.tzinfo) -> dict[str, Any]:
+def _plain_event(event: Any, zone: dt.tzinfo, latest: dt.datetime) -> dict[str, Any]:
     """Read one event as FeedbackEventIn would, or raise _NotPlain."""
     if type(event) is not dict:
         raise _NotPlain
@@ -138,14 +278,16 @@ def _plain_event(event: Any, zone: dt.tzinfo) -> dict[str, Any]:
     value = event.get("value")
     slate_id = event.get("slate_id")
     position = event.get("position")
-    fields = {
+    fields: dict[str, Any] = {
         "client_event_id": _text(event.get("client_event_id"), "client_event_id"),
         "kind": kind,
         "product": _text(event.get("product"), "product"),
         "customer": None if customer is None else _text(customer, "customer"),
         "session_id": _text(event.get("session_id", ""), "session_id"),
         "quantity": _whole(event.get("quantity", 1), "quantity"),
-        "value": None if value is None else _amount(value),
+        "value": None
+        if value is None
+        else _EVENT_FIELDS["value"].run_validation(value),
         "occurred_at": _aware_time(event.get("occurred_at"), zone),
         "order_id": _text(event.get("order_id", ""), "order_id"),
         "slate_id": (
@@ -155,7 +297,7 @@ def _plain_event(event: Any, zone: dt.tzinfo) -> dict[str, Any]:
         ),
         "position": None if position is None else _whole(position, "position"),
     }
-    if not fields["customer"] and not fields["session_id"]:
+    if fields["occurred_at"] > latest or _event_rule_problems(fields):
         raise _NotPlain
     return fields
 
@@ -182,13 +324,6 @@ def _whole(value: Any, name: str) -> int:
     if type(value) is not int or not field.min_value <= value <= field.max_value:
         raise _NotPlain
     return value
-
-
-def _amount(value: Any) -> Decimal | None:
-    amount: Decimal | None = _EVENT_FIELDS["value"].run_validation(value)
-    if amount is not None and amount < 0:
-        raise _NotPlain
-    return amount
 
 
 def _aware_time(value: Any, zone: dt.tzinfo) -> dt.datetime:

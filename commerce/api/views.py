@@ -6,7 +6,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce.api.authentication import HasScope
+from commerce.api.schema import error_responses
 from commerce.api.serializers import (
     CustomerBatchIn,
     CustomerSyncOut,
@@ -34,6 +35,10 @@ from commerce.services import record_feedback_events, sync_customers, sync_produ
 from config.celery import app as celery_app
 from rl_engine.serving import SlateRequest, live_policy, recommend
 from rl_engine.tasks import embed_products
+
+# The errors a client endpoint can answer, by the kind of input it reads.
+QUERY_ERRORS = (400, 401, 403, 429)
+BODY_ERRORS = (400, 401, 403, 413, 415, 429)
 
 
 class LenientJSONParser(JSONParser):
@@ -70,7 +75,17 @@ class EventBatchView(ClientView):
     parser_classes = [LenientJSONParser]
     throttle_scope = "events"
 
-    @extend_schema(request=FeedbackBatchIn, responses={200: FeedbackBatchOut})
+    @extend_schema(
+        request=FeedbackBatchIn,
+        responses={
+            200: FeedbackBatchOut,
+            **error_responses(
+                *BODY_ERRORS,
+                conflict="A client event id was already stored with other "
+                "content (`idempotency_key_reused`); `details` names each event.",
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         outcomes = record_feedback_events(
             source=self.api_client.source, events=validate_feedback_batch(request.data)
@@ -105,7 +120,10 @@ class RecommendationView(ClientView):
     required_scope = ApiScope.RECOMMENDATIONS
     throttle_scope = "recommendations"
 
-    @extend_schema(request=RecommendationIn, responses={200: RecommendationOut})
+    @extend_schema(
+        request=RecommendationIn,
+        responses={200: RecommendationOut, **error_responses(*BODY_ERRORS)},
+    )
     def post(self, request: Request) -> Response:
         query = RecommendationIn(data=request.data)
         query.is_valid(raise_exception=True)
@@ -235,7 +253,7 @@ class ProductsView(ClientView):
 
     @extend_schema(
         parameters=[ProductListQuery],
-        responses={200: ProductOut(many=True)},
+        responses={200: ProductOut(many=True), **error_responses(*QUERY_ERRORS)},
     )
     def get(self, request: Request) -> Response:
         query = ProductListQuery(data=request.query_params)
@@ -243,7 +261,18 @@ class ProductsView(ClientView):
         products = products_page(**query.validated_data)
         return Response(ProductOut(products, many=True).data)
 
-    @extend_schema(request=ProductBatchIn, responses={200: ProductSyncOut})
+    @extend_schema(
+        request=ProductBatchIn,
+        responses={
+            200: ProductSyncOut,
+            **error_responses(
+                *BODY_ERRORS,
+                conflict="A product is given to another merchant than the one "
+                "that sells its SKU (`sku_owned_by_other_merchant`); `details` "
+                "names each product.",
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         batch = ProductBatchIn(data=request.data)
         batch.is_valid(raise_exception=True)
@@ -272,7 +301,10 @@ class CustomersView(ClientView):
     required_scope = ApiScope.CATALOGUE
     throttle_scope = "catalogue"
 
-    @extend_schema(request=CustomerBatchIn, responses={200: CustomerSyncOut})
+    @extend_schema(
+        request=CustomerBatchIn,
+        responses={200: CustomerSyncOut, **error_responses(*BODY_ERRORS)},
+    )
     def post(self, request: Request) -> Response:
         batch = CustomerBatchIn(data=request.data)
         batch.is_valid(raise_exception=True)
@@ -281,3 +313,20 @@ class CustomersView(ClientView):
             actor_label=f"api:{self.api_client.name}",
         )
         return Response(CustomerSyncOut({"created": created, "updated": updated}).data)
+
+
+class NotFoundView(APIView):
+    """Answer a path under /api/ that names no endpoint: 404 ``not_found``.
+
+    Routed after every API path, so that a client gets the API's error body
+    rather than Django's HTML page.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    schema = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        hint = " (API paths end without a slash)" if request.path.endswith("/") else ""
+        raise exceptions.NotFound(f"No endpoint at {request.path}{hint}.")

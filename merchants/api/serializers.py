@@ -26,28 +26,6 @@ class NumberField(serializers.FloatField):
         return number if math.isfinite(number) else None
 
 
-class ProblemOut(serializers.Serializer):
-    index = serializers.IntegerField(required=False)
-    field = serializers.CharField()
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class ErrorBodyOut(serializers.Serializer):
-    code = serializers.CharField(
-        help_text="stable: not_authenticated, permission_denied, not_found, "
-        "invalid_request, explanation_unavailable..."
-    )
-    message = serializers.CharField()
-    details = ProblemOut(many=True)
-
-
-class ErrorOut(serializers.Serializer):
-    """The API's one error format (see ``commerce.api.errors``)."""
-
-    error = ErrorBodyOut()
-
-
 # Queries.
 
 

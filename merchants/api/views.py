@@ -16,12 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from commerce.api.schema import ErrorOut
 from commerce.models import Product
 from governance.errors import GovernanceError
 from governance.explanations import why_not, why_recommended
 from merchants.access import is_merchant_member, visible_merchants, visible_products
 from merchants.api.serializers import (
-    ErrorOut,
     GovernanceOut,
     MerchantProductDetailOut,
     MerchantProductListOut,

@@ -1,5 +1,6 @@
 """POST /api/v1/events: idempotent batches, refused bad input, scoped keys."""
 
+import datetime as dt
 import json
 import random
 import threading
@@ -12,7 +13,7 @@ from django.test import Client
 
 from commerce.api.serializers import FeedbackBatchIn, _plainly_valid_events
 from commerce.models import ApiScope, FeedbackEvent, Product
-from commerce.services import create_api_client
+from commerce.services import ServedItem, create_api_client, log_served_slate
 from tests.factories import CustomerFactory, ProductFactory
 
 URL = "/api/v1/events"
@@ -198,6 +199,274 @@ def test_a_product_deleted_while_a_batch_is_stored_is_refused_not_a_500(catalogu
     assert FeedbackEvent.objects.count() == 0
 
 
+def problems_of(response: Any) -> list[tuple[int, str, str]]:
+    return [
+        (d["index"], d["field"], d["code"]) for d in response.json()["error"]["details"]
+    ]
+
+
+@pytest.fixture
+def slates(catalogue) -> dict[str, str]:
+    """A k=5 slate served to customer 12347 and one served to session s-1."""
+    CustomerFactory.create(external_id="12348")
+    shown = [ProductFactory.create(external_id=f"SHOWN-{n}") for n in range(1, 6)]
+    items = [ServedItem(product.pk, 1.0, 0.2, "model") for product in shown]
+    served = {
+        "customer": log_served_slate(
+            customer_id=CustomerFactory.create(external_id="12347").pk,
+            session_id="",
+            context={},
+            policy_version="",
+            items=items,
+        ),
+        "session": log_served_slate(
+            customer_id=None,
+            session_id="s-1",
+            context={},
+            policy_version="",
+            items=items,
+        ),
+    }
+    return {name: str(slate.id) for name, slate in served.items()}
+
+
+def on_slate(n: int, slate_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A click at position 3 of a slate, by customer 12347 unless fields say."""
+    shown = {
+        "customer": "12347",
+        "product": "SHOWN-3",
+        "slate_id": slate_id,
+        "position": 3,
+    }
+    return event(n, **{**shown, **fields})
+
+
+@pytest.mark.django_db
+def test_events_that_match_their_slate_are_stored_with_it(client, slates):
+    key = key_for(ApiScope.EVENTS)
+    body = {
+        "events": [
+            on_slate(1, slates["customer"], kind="impression"),
+            on_slate(2, slates["customer"], position=None),
+            on_slate(3, slates["session"], customer=None, session_id="s-1"),
+            on_slate(4, slates["customer"], kind="rating", value="4.5"),
+        ]
+    }
+
+    response = post(client, key, body)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["created"] == 4
+    stored = FeedbackEvent.objects.order_by("client_event_id")
+    assert [(str(e.slate_id), e.slate_position) for e in stored] == [
+        (slates["customer"], 3),
+        (slates["customer"], None),
+        (slates["session"], 3),
+        (slates["customer"], 3),
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("slate", "fields", "field", "code"),
+    [
+        ("customer", {"customer": "12348"}, "customer", "slate_customer_mismatch"),
+        (
+            "session",
+            {"customer": None, "session_id": "s-2"},
+            "session_id",
+            "slate_customer_mismatch",
+        ),
+        ("session", {}, "customer", "slate_customer_mismatch"),
+        ("customer", {"product": "85123A"}, "product", "not_in_slate"),
+        ("customer", {"position": 77}, "position", "wrong_position"),
+        ("customer", {"position": 2}, "position", "wrong_position"),
+        (None, {}, "position", "slate_id_required"),
+        ("customer", {"kind": "rating", "value": "99"}, "value", "out_of_scale"),
+        ("customer", {"kind": "rating", "value": "0.5"}, "value", "out_of_scale"),
+        ("customer", {"kind": "rating"}, "value", "required"),
+        ("customer", {"kind": "rating", "value": None}, "value", "required"),
+        ("customer", {"value": "3"}, "value", "not_allowed"),
+        ("customer", {"kind": "impression", "quantity": 2}, "quantity", "not_allowed"),
+    ],
+)
+def test_an_event_that_does_not_fit_its_slate_or_kind_refuses_the_batch(
+    client, slates, slate, fields, field, code
+):
+    key = key_for(ApiScope.EVENTS)
+    slate_id = slates[slate] if slate else None
+    body = {
+        "events": [
+            on_slate(1, slates["customer"]),
+            on_slate(2, slate_id, **fields),
+            on_slate(3, slates["customer"]),
+        ]
+    }
+
+    response = post(client, key, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_events"
+    assert problems_of(response) == [(1, field, code)]
+    assert FeedbackEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_quantity_and_value_follow_the_kind(client, catalogue):
+    key = key_for(ApiScope.EVENTS)
+    body = {
+        "events": [
+            event(1, kind="add_to_cart", quantity=4),
+            event(2, kind="purchase", quantity=2, value="15.30"),
+            event(3, kind="return", quantity=1, value="7.65"),
+            event(4, kind="rating", value="1"),
+            event(5, kind="rating", value="5"),
+        ]
+    }
+
+    response = post(client, key, body)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["created"] == 5
+
+
+@pytest.mark.django_db
+def test_an_event_from_the_future_is_refused(client, catalogue, settings):
+    settings.API_EVENT_MAX_CLOCK_SKEW_SECONDS = 300
+    key = key_for(ApiScope.EVENTS)
+    now = dt.datetime.now(dt.UTC)
+    body = {
+        "events": [
+            event(1, occurred_at=(now + dt.timedelta(seconds=60)).isoformat()),
+            event(2, occurred_at="2099-01-01T00:00:00+00:00"),
+            event(3, occurred_at=(now + dt.timedelta(minutes=10)).isoformat()),
+            event(4, occurred_at="2011-11-02T10:15:00+00:00"),
+        ]
+    }
+
+    response = post(client, key, body)
+
+    assert response.status_code == 400
+    assert problems_of(response) == [
+        (1, "occurred_at", "occurred_in_future"),
+        (2, "occurred_at", "occurred_in_future"),
+    ]
+    assert FeedbackEvent.objects.count() == 0
+
+    body["events"] = [body["events"][0], body["events"][3]]
+    assert post(client, key, body).status_code == 200
+    assert FeedbackEvent.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_one_answer_names_every_problem_of_the_batch(client, slates):
+    key = key_for(ApiScope.EVENTS)
+    body = {
+        "events": [
+            event(1, customer="99999"),
+            event(2, slate_id="0b6f9c1e-1111-4c4c-9a9a-222222222222"),
+            event(3, customer=None),
+            on_slate(4, slates["customer"], customer="12348", position=4),
+            event(5, quantity=0, product="NO-SUCH-SKU"),
+            event(6),
+        ]
+    }
+
+    response = post(client, key, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_events"
+    assert problems_of(response) == [
+        (0, "customer", "unknown_customer"),
+        (1, "slate_id", "unknown_slate"),
+        (2, "customer", "required"),
+        (3, "customer", "slate_customer_mismatch"),
+        (3, "position", "wrong_position"),
+        (4, "quantity", "min_value"),
+    ]
+    assert FeedbackEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "changed"),
+    [
+        ({"kind": "add_to_cart"}, "kind"),
+        (
+            {"product": "85123A", "slate_id": None, "position": None},
+            "product_id, slate_id, slate_position",
+        ),
+        ({"customer": "12348"}, "customer_id"),
+        ({"session_id": "s-9", "slate_id": "customer"}, "session_id, slate_id"),
+        ({"kind": "purchase", "quantity": 2}, "kind, quantity"),
+        ({"kind": "purchase", "value": "7.65"}, "kind, value"),
+        ({"occurred_at": "2011-11-02T10:16:00+00:00"}, "occurred_at"),
+        ({"order_id": "581000"}, "order_id"),
+        ({"slate_id": "customer"}, "slate_id"),
+        ({"product": "SHOWN-2", "position": 2}, "product_id, slate_position"),
+    ],
+)
+def test_a_resent_client_event_id_that_says_something_else_is_refused(
+    client, slates, change, changed
+):
+    key = key_for(ApiScope.EVENTS)
+    # By customer 12347 in session s-1: either slate fits it.
+    original = on_slate(1, slates["session"], session_id="s-1")
+    assert post(client, key, {"events": [original]}).status_code == 200
+    if change.get("slate_id"):
+        change["slate_id"] = slates[change["slate_id"]]
+
+    response = post(client, key, {"events": [event(2), {**original, **change}]})
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "idempotency_key_reused"
+    assert problems_of(response) == [(1, "client_event_id", "idempotency_key_reused")]
+    assert f"another {changed};" in error["details"][0]["message"]
+    assert list(FeedbackEvent.objects.values_list("client_event_id", flat=True)) == [
+        "evt-1"
+    ]
+
+
+@pytest.mark.django_db
+def test_a_resend_of_the_same_event_is_a_duplicate_whatever_its_spelling(
+    client, catalogue
+):
+    key = key_for(ApiScope.EVENTS)
+    original = event(1, kind="purchase", quantity=2, value="7.65")
+    first = post(client, key, {"events": [original]}).json()["results"][0]
+    respelled = {
+        **original,
+        "value": "7.6500",
+        "quantity": 2,
+        "occurred_at": "2011-11-02T11:15:00+01:00",
+        "session_id": "",
+    }
+
+    response = post(client, key, {"events": [respelled]})
+
+    assert response.status_code == 200
+    assert response.json()["results"][0] == {**first, "status": "duplicate"}
+    assert FeedbackEvent.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_events_sharing_a_client_event_id_in_a_batch_must_say_the_same(
+    client, catalogue
+):
+    key = key_for(ApiScope.EVENTS)
+    body = {"events": [event(1), event(2), event(1, kind="add_to_cart")]}
+
+    response = post(client, key, body)
+
+    assert response.status_code == 400
+    assert problems_of(response) == [
+        (0, "client_event_id", "idempotency_key_reused"),
+        (2, "client_event_id", "idempotency_key_reused"),
+    ]
+    assert FeedbackEvent.objects.count() == 0
+
+
 def _wait_until_a_query_waits_for_a_lock(seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     with connection.cursor() as cursor:
@@ -231,13 +500,26 @@ EDGE_VALUES: dict[str, list[Any]] = {
         "é",
         MISSING,
     ],
-    "kind": ["click", "purchase", "CLICK", "", None, 1, ["click"], MISSING],
+    "kind": [
+        "click",
+        "purchase",
+        "return",
+        "rating",
+        "CLICK",
+        "",
+        None,
+        1,
+        ["click"],
+        MISSING,
+    ],
     "product": ["85123A", " 85123A", "", None, 85123, {"sku": 1}, MISSING],
     "customer": ["17850", "", " ", None, 17850, False, 1.0, MISSING],
     "session_id": ["s-9", "", "  ", None, 9, MISSING],
     "quantity": [1, 3, 0, -2, 1_000_000, 1_000_001, "3", 3.0, True, None, "x", MISSING],
     "value": [
         "7.65",
+        "5",
+        "99",
         "-1",
         "0",
         "-0",
@@ -265,6 +547,7 @@ EDGE_VALUES: dict[str, list[Any]] = {
         "2011-11-02 10:15:00.123456-08:00",
         "20111102T101500Z",
         "9999-12-31T23:59:59-10:00",
+        "2099-01-01T00:00:00+00:00",
         "not a time",
         1320228900,
         None,
@@ -288,7 +571,9 @@ def test_the_plain_pass_accepts_only_what_the_serializer_accepts_and_reads_it_al
     rng = random.Random(20111102)
     plain = 0
     for n in range(3000):
-        candidate = event(n, session_id="s-1", order_id="581000", value="1.5")
+        candidate = event(
+            n, kind="purchase", session_id="s-1", order_id="581000", value="1.5"
+        )
         for name in rng.sample(sorted(EDGE_VALUES), k=rng.choice([1, 1, 2, 3])):
             candidate[name] = rng.choice(EDGE_VALUES[name])
         data = {"events": [{k: v for k, v in candidate.items() if v is not MISSING}]}

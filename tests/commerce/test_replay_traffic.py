@@ -1,9 +1,10 @@
-"""replay_traffic against a live server, on the real first week."""
+"""replay_traffic against a live server, on the real first week, and without one."""
 
 import datetime as dt
+import socket
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from commerce.models import ApiScope, FeedbackEvent, ServedSlate
 from commerce.services import create_api_client
@@ -60,3 +61,22 @@ def test_replay_serves_a_slate_per_invoice_and_stores_every_event(
         order_id__in=purchases.values("order_id"),
     )
     assert purchases.count() == original.count() > 0
+
+
+@pytest.mark.django_db
+def test_replay_stops_before_sending_when_no_server_answers(capsys):
+    key = create_api_client(
+        name="replay", scopes=[ApiScope.RECOMMENDATIONS, ApiScope.EVENTS]
+    ).key
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/v1"
+
+    with pytest.raises(CommandError) as refused:
+        call_command("replay_traffic", "--url", url, "--key", key, verbosity=0)
+
+    assert f"No server answers at {url}/health" in str(refused.value)
+    assert "ConnectionRefusedError" in str(refused.value)
+    assert "latency" not in capsys.readouterr().out
+    assert ServedSlate.objects.count() == 0

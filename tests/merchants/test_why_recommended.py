@@ -40,7 +40,9 @@ def serve_customers() -> ServedSlate:
             rng=np.random.default_rng(seed),
         )
     latest = ServedSlate.objects.exclude(policy_version="").order_by("-created_at")
-    return latest.select_related("customer").first()
+    slate = latest.select_related("customer").first()
+    assert slate is not None
+    return slate
 
 
 def history_table(html: str) -> str:
@@ -53,10 +55,10 @@ def test_a_merchant_never_reads_another_merchants_products_in_a_basket(
     client, live_version
 ):
     slate = serve_customers()
-    assert slate is not None
     assert slate.customer is not None
     explained = slate.items.get(position=1).product
     policy = live_policy.get().policy
+    assert policy is not None
     state = customer_state(policy, slate.customer, slate.created_at)
     assert state is not None
     # Staff see every product of the history by name.

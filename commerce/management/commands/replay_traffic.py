@@ -12,6 +12,7 @@ from tqdm import tqdm
 from commerce.api.authentication import KEY_PREFIX_LENGTH
 from commerce.models import ApiClient
 from commerce.replay import (
+    ServerUnavailableError,
     TrafficReplayer,
     invoices_between,
     missing_acknowledged_events,
@@ -28,7 +29,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--url", default="http://127.0.0.1:8000/api/v1")
+        parser.add_argument(
+            "--url",
+            default="http://127.0.0.1:8000/api/v1",
+            help="base URL of the running shop API; its /health must answer 200 "
+            "(default: %(default)s)",
+        )
         parser.add_argument(
             "--key",
             default=os.environ.get("REPLAY_API_KEY", ""),
@@ -56,14 +62,22 @@ class Command(BaseCommand):
                 "Give an API key (--key or REPLAY_API_KEY) of an existing client."
             )
 
+        replayer = TrafficReplayer(
+            options["url"], key, k=options["k"], concurrency=options["concurrency"]
+        )
+        try:
+            replayer.check_health()
+        except ServerUnavailableError as error:
+            raise CommandError(
+                f"{error} Start the server (see the README's shop API section) "
+                "or point --url at it."
+            ) from error
+
         invoices = invoices_between(
             _aware(options["since"]),
             _aware(options["until"]) if options["until"] else None,
             options["limit"],
             source=options["source"],
-        )
-        replayer = TrafficReplayer(
-            options["url"], key, k=options["k"], concurrency=options["concurrency"]
         )
         started = time.perf_counter()
         with tqdm(
