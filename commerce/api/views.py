@@ -64,11 +64,12 @@ class ClientView(APIView):
 class EventBatchView(ClientView):
     """Record a batch of feedback events.
 
-    All or nothing: if any event is invalid (a bad field, an unknown product,
-    customer or slate) the answer is 400 naming the index and field of every
-    problem, and nothing of the batch is stored. Events already stored under the
-    same client event id are not stored again; they answer ``duplicate`` with
-    the original event's id.
+    All or nothing: if any event is invalid (a bad field, a broken rule of its
+    kind, an unknown product, customer or slate, or a mismatch with the slate
+    it names) the answer is 400 naming the index and field of every problem,
+    and nothing of the batch is stored. Events already stored under the same
+    client event id are not stored again; they answer ``duplicate`` with the
+    original event's id, and a resend that says something else answers 409.
     """
 
     required_scope = ApiScope.EVENTS
