@@ -243,7 +243,10 @@ class TrafficReplayer:
             yield {
                 **base,
                 **linked,
-                "client_event_id": f"replay:{invoice.order_id}:{number}:purchase",
+                # Keyed by slate as well: a later replay sends the line again,
+                # linked to its own slate, and each reader counts a line once.
+                "client_event_id": f"replay:{slate_id}:{invoice.order_id}:{number}"
+                ":purchase",
                 "kind": "purchase",
                 "product": line.sku,
                 "quantity": line.quantity,

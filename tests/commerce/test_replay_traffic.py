@@ -1,6 +1,7 @@
 """replay_traffic against a live server, on the real first week, and without one."""
 
 import datetime as dt
+import re
 import socket
 
 import pytest
@@ -30,7 +31,7 @@ def test_replay_serves_a_slate_per_invoice_and_stores_every_event(
         name="replay", scopes=[ApiScope.RECOMMENDATIONS, ApiScope.EVENTS]
     ).key
 
-    call_command(
+    replay = [
         "replay_traffic",
         "--url",
         f"{live_server.url}/api/v1",
@@ -42,8 +43,8 @@ def test_replay_serves_a_slate_per_invoice_and_stores_every_event(
         "15",
         "--concurrency",
         "2",
-        verbosity=0,
-    )
+    ]
+    call_command(*replay, verbosity=0)
 
     printed = capsys.readouterr().out
     assert "Replayed 15 invoices" in printed
@@ -61,6 +62,14 @@ def test_replay_serves_a_slate_per_invoice_and_stores_every_event(
         order_id__in=purchases.values("order_id"),
     )
     assert purchases.count() == original.count() > 0
+
+    # A second replay sends the same lines again, each linked to its new slate.
+    call_command(*replay, verbosity=0)
+
+    again = capsys.readouterr().out
+    assert re.search(r"client errors \(4xx\)\s+0\n", again)
+    assert re.search(r"server errors \(5xx\)\s+0\n", again)
+    assert purchases.count() == 2 * original.count()
 
 
 @pytest.mark.django_db
