@@ -71,7 +71,8 @@ class DQNPolicy:
         ``candidates`` lets one serving state be scored on retrieved candidates
         only (-inf elsewhere) where the catalogue has a candidate index.
         """
-        self.network.eval()
+        if self.network.training:
+            self.network.eval()
         device = next(self.network.parameters()).device
         n_items = len(self.item_ids)
         batch = max(1, min(SCORING_BATCH, SCORING_CELLS // max(n_items, 1)))

@@ -454,14 +454,16 @@ class QNetwork(nn.Module):
     ) -> torch.Tensor:
         """Return the (batch, n_items) co-occurrence head on every product."""
         device = tables.items.device
-        sums = [
-            torch.from_numpy(
-                (_seed_matrix(items, weights, self.n_items) @ tables.similarity)
-                .toarray()
-                .astype(np.float32, copy=False)
-            ).to(device)
-            for items, weights in seed_sets
-        ]
+        batch = len(states["context"])
+        sums = []
+        for items, weights in seed_sets:
+            cells, values = _neighbour_cells(tables.similarity, items, weights)
+            dense = np.bincount(cells, weights=values, minlength=batch * self.n_items)
+            sums.append(
+                torch.from_numpy(
+                    dense.reshape(batch, self.n_items).astype(np.float32)
+                ).to(device)
+            )
         slot = states["popularity_slot"]
         features = _candidate_inputs(
             sums,
@@ -619,13 +621,25 @@ def neighbour_reads(
     return total
 
 
-def _seed_matrix(items: np.ndarray, weights: np.ndarray, n_items: int) -> sp.csr_array:
-    """Return the (states x n_items) sparse weights of one seed set."""
+def _neighbour_cells(
+    similarity: sp.csr_array, items: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one seed set's similarity rows: every (cell, weighted similarity).
+
+    ``items`` and ``weights`` are (states x slots); items at ``n_items`` and
+    zero weights are padding. A cell is ``state * n_items + product``; a cell
+    that several seed items neighbour comes once per seed item.
+    """
+    n_items = similarity.shape[1]
     rows, slots = np.nonzero((items < n_items) & (weights != 0))
-    return sp.csr_array(
-        (weights[rows, slots], (rows, items[rows, slots])),
-        shape=(len(items), n_items),
-    )
+    seeds = items[rows, slots]
+    starts = similarity.indptr[seeds].astype(np.int64)
+    lengths = similarity.indptr[seeds + 1] - starts
+    offsets = np.cumsum(lengths) - lengths
+    positions = np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())
+    cells = np.repeat(rows, lengths) * n_items + similarity.indices[positions]
+    values = np.repeat(weights[rows, slots], lengths) * similarity.data[positions]
+    return cells, values
 
 
 def seeded_neighbour_sums(
@@ -642,18 +656,10 @@ def seeded_neighbour_sums(
     n_items = similarity.shape[1]
     cell_parts, value_parts, set_parts = [], [], []
     for index, (items, weights) in enumerate(seed_sets):
-        rows, slots = np.nonzero((items < n_items) & (weights != 0))
-        seeds = items[rows, slots]
-        starts = similarity.indptr[seeds].astype(np.int64)
-        lengths = similarity.indptr[seeds + 1] - starts
-        offsets = np.cumsum(lengths) - lengths
-        positions = np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())
-        neighbours = similarity.indices[positions]
-        cell_parts.append(np.repeat(rows, lengths) * n_items + neighbours)
-        value_parts.append(
-            np.repeat(weights[rows, slots], lengths) * similarity.data[positions]
-        )
-        set_parts.append(np.full(len(positions), index))
+        cells, values = _neighbour_cells(similarity, items, weights)
+        cell_parts.append(cells)
+        value_parts.append(values)
+        set_parts.append(np.full(len(cells), index))
     cells = np.concatenate(cell_parts)
     values = np.concatenate(value_parts)
     sets = np.concatenate(set_parts)
