@@ -892,8 +892,11 @@ def exposure_audience(
     )
 
 
-def text_neighbours(product: Product, *, k: int = 5) -> list[NeighbourProduct]:
-    """Return the active products whose stored text vectors are nearest.
+def text_neighbours(
+    product: Product, *, k: int = 5, merchant_id: int | None = None
+) -> list[NeighbourProduct]:
+    """Return the active products whose stored text vectors are nearest, among
+    ``merchant_id``'s products when given.
 
     Every stored vector of the current model is read: fine for catalogues of
     tens of thousands; an approximate-nearest-neighbour index would serve more.
@@ -904,10 +907,11 @@ def text_neighbours(product: Product, *, k: int = 5) -> list[NeighbourProduct]:
     ).first()
     if own is None:
         return []
+    scope = Product.objects.filter(is_active=True)
+    if merchant_id is not None:
+        scope = scope.filter(merchant_id=merchant_id)
     others = list(
-        Product.objects.filter(is_active=True)
-        .exclude(pk=product.pk)
-        .values_list("external_id", "title", "text_hash")
+        scope.exclude(pk=product.pk).values_list("external_id", "title", "text_hash")
     )
     vectors = {
         text_hash: vector
@@ -948,7 +952,8 @@ def why_recommended(
     The attribution is for ``customer`` at ``at`` (default now) when given,
     else for the customer of the latest personalised slate that showed the
     product, as at that slate's serve time. It is for the product's merchant:
-    the history's products of other merchants are pooled, not named.
+    the history's products of other merchants are pooled, not named, and the
+    nearest products are the merchant's own.
     """
     attribution, basis = None, ""
     if policy is None:
@@ -975,7 +980,7 @@ def why_recommended(
         audience=exposure_audience(product, since=since),
         attribution=attribution,
         attribution_basis=basis,
-        nearest=text_neighbours(product, k=neighbours),
+        nearest=text_neighbours(product, k=neighbours, merchant_id=product.merchant_id),
     )
 
 

@@ -104,3 +104,5 @@ def test_a_merchant_never_reads_another_merchants_products_in_a_basket(
         assert product.title not in text
         assert f"<code>{escape(product.external_id)}</code>" not in table
         assert f"<td>{escape(product.title)}</td>" not in table
+    # The nearest products by text are the merchant's own: the one other.
+    assert [near["sku"] for near in answer["nearest"]] == [named[0]]
