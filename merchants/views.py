@@ -310,11 +310,11 @@ class RewardLine:
 
 REWARD_LABELS = {
     "purchase": "The customer buys the product",
-    "add_to_cart": "The customer puts it in the cart",
-    "click": "The customer clicks on it",
-    "impression": "It is shown and the customer does not click",
     "return_": "The customer sends it back (added to the purchase's reward)",
 }
+"""The rewards training learns from: it builds its steps from baskets bought
+and returned (``rl_engine.core.transitions``). Clicks, carts and impressions
+are recorded and audited, and the page says they are not learned from yet."""
 
 
 def reward_lines(rewards: RewardConfig) -> list[RewardLine]:

@@ -6,7 +6,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Reward of each kind of feedback on a recommended product."""
+    """Reward of each kind of feedback on a recommended product.
+
+    Transitions are built from baskets (``transitions.py``), so training uses
+    ``purchase`` and ``return_`` only; ``add_to_cart``, ``click`` and
+    ``impression`` are kept for learning from served slates, which is not
+    built yet.
+    """
 
     purchase: float = 1.0
     """A purchase of the product."""

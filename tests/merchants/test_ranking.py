@@ -28,8 +28,15 @@ def test_the_transparency_page_states_the_live_weights_to_anyone(live_version):
 
     assert response.status_code == 200
     assert response.context["weights"].policy_version == live_version.label
+    page = response.content.decode()
     for part in SCORE_PARTS:
-        assert part.label in response.content.decode()
+        assert part.label in page
+    # Only the rewards training learns from are stated as its rewards.
+    assert [line.label for line in response.context["rewards"]] == [
+        "The customer buys the product",
+        "The customer sends it back (added to the purchase's reward)",
+    ]
+    assert "does not learn from them yet" in page
 
 
 def test_a_merchant_reads_the_live_weights_through_the_api(live_version, shops):
