@@ -7,10 +7,18 @@ from typing import Any, cast
 
 from django import forms
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
 
 from commerce.models import Customer
-from merchants.selectors import DEFAULT_DAYS, MAX_DAYS, Window, default_last_day
+from merchants.selectors import (
+    DEFAULT_DAYS,
+    EARLIEST_DAY,
+    MAX_DAYS,
+    Window,
+    default_last_day,
+    latest_day,
+)
 
 ALL_CUSTOMERS = ""
 
@@ -38,6 +46,10 @@ class WindowForm(PageForm):
     until = forms.DateField(
         label="Up to",
         required=False,
+        validators=[
+            MinValueValidator(EARLIEST_DAY),
+            MaxValueValidator(latest_day),
+        ],
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="The last day counted; if empty, the latest day with activity "
         "on your products, or today.",

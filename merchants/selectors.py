@@ -47,6 +47,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
+EARLIEST_DAY = dt.date(1970, 1, 2)
+"""A window ends on a day from this one to a year past today: the API takes
+no event before 1970, and days far out cannot be counted."""
+
+
+def latest_day() -> dt.date:
+    """The last day a window may end on: a year past today."""
+    return timezone.localdate() + dt.timedelta(days=MAX_DAYS)
+
+
 COUNTED_KINDS = (EventKind.CLICK, EventKind.PURCHASE, EventKind.RETURN)
 POSITION_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, 50))
 """Ranges of positions that the rank distribution chart groups; 51 and past

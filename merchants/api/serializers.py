@@ -5,13 +5,14 @@ The explanation serializers mirror the dataclasses of
 what their ``to_dict()`` holds.
 """
 
+import datetime as dt
 import math
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
 
-from merchants.selectors import DEFAULT_DAYS, MAX_DAYS
+from merchants.selectors import DEFAULT_DAYS, EARLIEST_DAY, MAX_DAYS, latest_day
 
 
 class NumberField(serializers.FloatField):
@@ -35,9 +36,18 @@ class WindowQuery(serializers.Serializer):
     )
     until = serializers.DateField(
         required=False,
-        help_text="the last day counted; default the latest day with a served "
-        "slate or an event on your products when that is before today, else today",
+        help_text="the last day counted, from 1970-01-02 to a year past today; "
+        "default the latest day with a served slate or an event on your products "
+        "when that is before today, else today",
     )
+
+    def validate_until(self, value: dt.date) -> dt.date:
+        if not EARLIEST_DAY <= value <= latest_day():
+            raise serializers.ValidationError(
+                f"Give a day from {EARLIEST_DAY} to a year past today.",
+                code="out_of_range",
+            )
+        return value
 
 
 class MerchantProductListQuery(WindowQuery):

@@ -127,3 +127,20 @@ def test_the_api_defaults_to_the_same_window(client, history):
     assert one.json()["window"] == {"first_day": "2010-12-09", "last_day": "2011-12-09"}
     assert len(one.json()["daily"]) == 366
     assert too_long.status_code == 400
+
+
+@pytest.mark.parametrize("until", ["0001-01-01", "1969-12-31", "9999-12-31"])
+def test_a_day_out_of_range_is_refused_by_the_api_and_ignored_by_the_page(
+    client, history, until
+):
+    client.force_login(history.alice)
+    a1 = history.a_products[0]
+
+    answer = client.get(f"/api/v1/merchant/products/{a1.pk}", {"until": until})
+    page = client.get(f"/merchants/products/{a1.pk}/", {"until": until})
+    opened = client.get(f"/merchants/products/{a1.pk}/")
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["details"][0]["field"] == "until"
+    assert page.status_code == 200
+    assert page.context["window"] == opened.context["window"]
