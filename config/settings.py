@@ -123,7 +123,7 @@ REST_FRAMEWORK = {
         "catalogue": env.str("API_CATALOGUE_RATE", default="120/minute"),
     },
     # The API takes JSON only: its inputs are nested, which forms cannot express.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["commerce.api.parsers.ApiJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "commerce.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,

@@ -16,14 +16,20 @@ from commerce.errors import IdempotencyKeyReusedError, InvalidEventsError
 from commerce.models import EventKind, SlateReason
 from commerce.services import feedback_reference_problems
 
+EARLIEST_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+"""No shop's event or moment comes before this; earlier times are mistakes
+that the policy's and the audits' clocks cannot hold."""
+
 
 class AwareDateTimeField(serializers.DateTimeField):
-    """A timestamp that must carry its offset; naive times are refused."""
+    """A timestamp that must carry its offset; naive times and times before
+    ``EARLIEST_TIME`` are refused."""
 
     default_error_messages = {
         "timezone_required": (
             "Give the time with its UTC offset, e.g. 2011-11-02T10:15:00Z."
-        )
+        ),
+        "too_early": "Must not be before 1970-01-01T00:00:00Z.",
     }
 
     def to_internal_value(self, value: Any) -> dt.datetime:
@@ -34,7 +40,20 @@ class AwareDateTimeField(serializers.DateTimeField):
                 parsed = None
             if parsed is not None and parsed.tzinfo is None:
                 self.fail("timezone_required")
-        return super().to_internal_value(value)
+            if parsed is not None and _before_earliest(parsed):
+                self.fail("too_early")
+        moment = super().to_internal_value(value)
+        if _before_earliest(moment):
+            self.fail("too_early")
+        return moment
+
+
+def _before_earliest(moment: dt.datetime) -> bool:
+    """Whether an aware time is before ``EARLIEST_TIME``, or too early for UTC."""
+    try:
+        return moment < EARLIEST_TIME
+    except OverflowError:
+        return True
 
 
 class FeedbackEventIn(serializers.Serializer):
@@ -297,7 +316,9 @@ def _plain_event(event: Any, zone: dt.tzinfo, latest: dt.datetime) -> dict[str, 
         ),
         "position": None if position is None else _whole(position, "position"),
     }
-    if fields["occurred_at"] > latest or _event_rule_problems(fields):
+    if not EARLIEST_TIME <= fields["occurred_at"] <= latest or _event_rule_problems(
+        fields
+    ):
         raise _NotPlain
     return fields
 

@@ -7,13 +7,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce.api.authentication import HasScope
+from commerce.api.parsers import LenientJSONParser
 from commerce.api.schema import error_responses
 from commerce.api.serializers import (
     CustomerBatchIn,
@@ -39,12 +39,6 @@ from rl_engine.tasks import embed_products
 # The errors a client endpoint can answer, by the kind of input it reads.
 QUERY_ERRORS = (400, 401, 403, 429)
 BODY_ERRORS = (400, 401, 403, 413, 415, 429)
-
-
-class LenientJSONParser(JSONParser):
-    """Accept NaN and Infinity so the field they sit in can be named in the error."""
-
-    strict = False
 
 
 class ClientView(APIView):

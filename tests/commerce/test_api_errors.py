@@ -79,6 +79,16 @@ def test_a_body_over_the_upload_limit_answers_json_413(client, headers, path):
     assert "2,621,440 bytes" in error["message"]
 
 
+@pytest.mark.parametrize("path", BODY_ENDPOINTS)
+def test_json_nested_too_deeply_answers_400(client, headers, path):
+    body = "[" * 100_000 + "]" * 100_000
+
+    response = client.post(path, body, "application/json", headers=headers)
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "malformed_request"
+
+
 def test_a_wrong_method_answers_json_405(client, headers):
     response = client.get("/api/v1/events", headers=headers)
 

@@ -614,6 +614,24 @@ def test_nan_and_infinity_are_refused_by_field(client, catalogue, literal):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+00:00", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"],
+)
+def test_a_time_before_1970_is_refused_by_field(client, catalogue, moment):
+    key = key_for(ApiScope.EVENTS)
+
+    response = post(client, key, {"events": [event(1), event(2, occurred_at=moment)]})
+
+    assert response.status_code == 400
+    details = response.json()["error"]["details"]
+    assert [(d["index"], d["field"], d["code"]) for d in details] == [
+        (1, "occurred_at", "too_early")
+    ]
+    assert FeedbackEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_an_oversized_batch_is_refused(client, catalogue, settings):
     key = key_for(ApiScope.EVENTS)
     body = {"events": [event(n) for n in range(settings.API_MAX_EVENT_BATCH + 1)]}

@@ -287,6 +287,8 @@ def test_a_promotion_is_picked_up_without_a_restart(client, headers, live):
             {"customer": "17850", "exclude_bought_within_days": -1},
             "exclude_bought_within_days",
         ),
+        ({"customer": "17850", "as_of": "0001-01-01T00:00:00+00:00"}, "as_of"),
+        ({"customer": "17850", "as_of": "1969-12-31T23:59:59Z"}, "as_of"),
     ],
 )
 def test_bad_requests_are_refused(client, headers, store, body, field):
