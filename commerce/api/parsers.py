@@ -1,6 +1,7 @@
 """The API's request parsers: JSON only, refused cleanly when it cannot be read."""
 
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -11,10 +12,10 @@ class ApiJSONParser(JSONParser):
 
     def parse(
         self,
-        stream: Any,
+        stream: IO[Any],
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
-    ) -> Any:
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError as error:
