@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from commerce.models import (
+    ApiClient,
     Customer,
     FeedbackEvent,
     ImportRun,
@@ -109,3 +110,18 @@ class ImportRunAdmin(ReadOnlyLogAdmin):
     list_display = ["id", "source", "path", "status", "started_at", "finished_at"]
     list_filter = ["status", "source"]
     search_fields = ["path", "file_sha256"]
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(ReadOnlyLogAdmin):
+    """Clients are created and revoked by their commands, which log each change.
+
+    The key's hash is never shown: the prefix is enough to tell keys apart.
+    """
+
+    shown = ("name", "source", "key_prefix", "scopes", "is_active", "created_at")
+    list_display = shown
+    list_filter = ["is_active"]
+    search_fields = ["name", "source", "=key_prefix"]
+    fields = shown
+    readonly_fields = shown

@@ -40,7 +40,7 @@ from commerce.models import (
     ServedSlate,
     ServedSlateItem,
 )
-from governance.services import record_governance_event
+from governance.services import Actor, record_governance_event
 
 logger = logging.getLogger(__name__)
 
@@ -832,6 +832,40 @@ def create_api_client(
             after={"name": name, "scopes": client.scopes, "source": client.source},
         )
     return IssuedKey(client=client, key=key)
+
+
+def revoke_api_client(
+    *, name: str, reason: str, actor: Actor = None, actor_label: str = ""
+) -> ApiClient:
+    """Deactivate a client's key for good; its calls are refused from now on.
+
+    A key is rotated by creating a new client for the same ``source``, moving
+    the frontend to the new key and then revoking the old client.
+    """
+    if not reason.strip():
+        raise ApiClientError("Revoking a client needs a reason.")
+    with transaction.atomic():
+        client = ApiClient.objects.select_for_update().filter(name=name).first()
+        if client is None:
+            raise ApiClientError(f"No client named {name!r}.")
+        if not client.is_active:
+            raise ApiClientError(f"The client {name!r} is revoked already.")
+        client.is_active = False
+        client.save(update_fields=["is_active"])
+        record_governance_event(
+            action="api_client.revoked",
+            target_type="api_client",
+            target_id=str(client.pk),
+            actor=actor,
+            actor_label=actor_label or "revoke_api_client",
+            before={"is_active": True},
+            after={"is_active": False},
+            reason=reason,
+        )
+    logger.info(
+        "API client %s revoked", client.name, extra={"api_client_id": client.pk}
+    )
+    return client
 
 
 @dataclass(frozen=True)

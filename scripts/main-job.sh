@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install.sh
 .venv/bin/python manage.py migrate --noinput
+# Static files (admin, Swagger UI) for WhiteNoise to serve when DEBUG is off.
+.venv/bin/python manage.py collectstatic --noinput --verbosity 0
 .venv/bin/python manage.py run_pipeline "$@"
