@@ -59,8 +59,10 @@ def import_file() -> ImportFile:
 
 @pytest.fixture(autouse=True)
 def fresh_serving_caches() -> None:
-    """Start every test without the catalogue, popularity or policy that an
-    earlier test's (rolled back) data left in this process's serving caches."""
+    """Start every test without the catalogue, popularity, policy or throttle
+    counts that an earlier test left in this process's caches."""
+    from django.core.cache import cache
+
     from rl_engine.serving import (
         eligible_catalogue,
         live_policy,
@@ -72,6 +74,9 @@ def fresh_serving_caches() -> None:
     popularity.clear()
     popularity_as_of.cache_clear()
     live_policy.refresh()
+    # Throttle counters live in the cache: one test's calls must not count
+    # against the next one's rate.
+    cache.clear()
 
 
 TextVectorCache = dict[tuple[str, str], bytes]
