@@ -31,6 +31,20 @@ class InvalidEventsError(CommerceError):
         self.details = details
 
 
+class InvalidProductsError(CommerceError):
+    """Some products of a catalogue sync cannot be stored: a SKU given twice in
+    the batch, or a new product without a title; the batch is refused whole.
+
+    ``details`` lists each problem as ``{"index", "field", "code", "message"}``.
+    """
+
+    code = "invalid_products"
+
+    def __init__(self, message: str, details: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class IdempotencyKeyReusedError(CommerceError):
     """Some events of a batch reuse the client event id of a stored event that
     says something else; the batch is refused whole.

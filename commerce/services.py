@@ -7,7 +7,8 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from commerce.errors import (
     ApiClientError,
     IdempotencyKeyReusedError,
     InvalidEventsError,
+    InvalidProductsError,
     SkuOwnedByOtherMerchantError,
 )
 from commerce.importers.transactions import (
@@ -875,9 +877,19 @@ class CatalogueSync:
     unchanged: int
     changed_text: list[int]
     """Products whose title or description changed (or are new): to embed."""
+    embedding_deferred: bool = False
+    """The task queue could not take the embedding of ``changed_text``; the
+    scheduled embedding run embeds those products."""
 
 
 PRODUCT_FIELDS = ("title", "description", "price", "is_active", "in_stock")
+# What a new product has in the fields its sync does not send; it needs a title.
+NEW_PRODUCT_DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "price": None,
+    "is_active": True,
+    "in_stock": True,
+}
 
 
 def sync_products(
@@ -885,23 +897,42 @@ def sync_products(
 ) -> CatalogueSync:
     """Create or update products by SKU, all or nothing; report what changed.
 
+    A stored product changes only in the fields of ``PRODUCT_FIELDS`` that its
+    item holds; a new one needs a title and takes ``NEW_PRODUCT_DEFAULTS`` for
+    the rest. InvalidProductsError refuses a batch that gives a SKU twice or a
+    new product without a title.
+
     A SKU names one product across merchants, and a sync never moves a product
     to another merchant: if any product is given to another merchant than the
     one that sells its SKU (its ``merchant``, or the default merchant when it
-    names none), or the batch gives one SKU to two merchants,
-    SkuOwnedByOtherMerchantError lists every such product and nothing is
-    stored. A changed title or description changes the product's text hash,
-    and the product is listed for re-embedding.
+    names none), SkuOwnedByOtherMerchantError lists every such product and
+    nothing is stored.
+
+    A changed title or description changes the product's text hash, and once
+    the sync has committed a worker is asked to embed the new texts. When the
+    task queue cannot take that task the sync still stands: the result says
+    the embedding was deferred, and the scheduled embedding run, which embeds
+    every text without a vector, catches up.
     """
+    _refuse_repeated_skus(products)
     try:
-        return _sync_products(products, default_merchant, actor_label)
+        sync = _sync_products(products, default_merchant, actor_label)
     except IntegrityError as error:
         if _violated_constraint(error) != "product_unique_sku":
             raise
-    # A concurrent sync stored one of the new SKUs after this one looked them
-    # up. It has committed, so a second pass finds it: it updates the product,
-    # or refuses the batch if another merchant sells it.
-    return _sync_products(products, default_merchant, actor_label)
+        # A concurrent sync stored one of the new SKUs after this one looked
+        # them up. It has committed, so a second pass finds it: it updates the
+        # product, or refuses the batch if another merchant sells it.
+        sync = _sync_products(products, default_merchant, actor_label)
+    if not sync.changed_text:
+        return sync
+    if transaction.get_connection().in_atomic_block:
+        # The caller's transaction holds the sync: ask once that commits.
+        transaction.on_commit(lambda: _queue_embedding(sync.changed_text))
+        return sync
+    if _queue_embedding(sync.changed_text):
+        return sync
+    return replace(sync, embedding_deferred=True)
 
 
 def _sync_products(
@@ -911,33 +942,55 @@ def _sync_products(
     with transaction.atomic():
         existing = _lock_products({fields["external_id"] for fields in products})
         _refuse_skus_of_other_merchants(products, merchants, existing)
+        _refuse_new_products_without_title(products, existing)
         merchant_ids = _ensure_merchants(set(merchants), actor_label)
 
         created = updated = 0
         changed_text = []
+        # The changed fields of each product, by SKU: before and after the sync.
+        before: dict[str, dict[str, Any]] = {}
+        after: dict[str, dict[str, Any]] = {}
         for fields, merchant in zip(products, merchants, strict=True):
             sku = fields["external_id"]
+            sent = {name: fields[name] for name in PRODUCT_FIELDS if name in fields}
             product = existing.get(sku)
             if product is None:
                 product = Product(merchant_id=merchant_ids[merchant], external_id=sku)
-                existing[sku] = product
+                changes = {**NEW_PRODUCT_DEFAULTS, **sent}
                 created += 1
-            elif all(getattr(product, name) == fields[name] for name in PRODUCT_FIELDS):
-                continue
             else:
+                changes = {
+                    name: value
+                    for name, value in sent.items()
+                    if getattr(product, name) != value
+                }
+                if not changes:
+                    continue
+                before[sku] = {
+                    name: _audit_value(getattr(product, name)) for name in changes
+                }
                 updated += 1
+            after[sku] = {name: _audit_value(value) for name, value in changes.items()}
+
             old_hash = product.text_hash
-            for name in PRODUCT_FIELDS:
-                setattr(product, name, fields[name])
+            for name, value in changes.items():
+                setattr(product, name, value)
             product.save()
             if product.text_hash != old_hash:
                 changed_text.append(product.pk)
+
         record_governance_event(
             action="catalogue.synced",
             target_type="catalogue",
             target_id="products",
             actor_label=actor_label,
-            after={"created": created, "updated": updated, "received": len(products)},
+            before={"products": before},
+            after={
+                "created": created,
+                "updated": updated,
+                "received": len(products),
+                "products": after,
+            },
         )
     return CatalogueSync(
         created=created,
@@ -945,6 +998,33 @@ def _sync_products(
         unchanged=len(products) - created - updated,
         changed_text=changed_text,
     )
+
+
+def _audit_value(value: Any) -> Any:
+    """A product field's value as the audit's JSON holds it: prices as text."""
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _queue_embedding(product_ids: list[int]) -> bool:
+    """Ask a worker to embed the changed product texts; False when the task
+    queue cannot take the task (a warning is logged)."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from rl_engine.tasks import embed_products
+
+    try:
+        embed_products.delay()
+    except (BrokerError, OSError) as error:
+        logger.warning(
+            "The task queue could not take the embedding of %d changed products "
+            "(%s: %s); the scheduled embedding run will embed them",
+            len(product_ids),
+            type(error).__name__,
+            error,
+            extra={"product_ids": product_ids[:100]},
+        )
+        return False
+    return True
 
 
 def _lock_products(skus: set[str]) -> dict[str, Product]:
@@ -957,43 +1037,86 @@ def _lock_products(skus: set[str]) -> dict[str, Product]:
     return {product.external_id: product for product in products}
 
 
+def _refuse_repeated_skus(products: list[dict[str, Any]]) -> None:
+    """Raise InvalidProductsError naming every product whose SKU the batch
+    gives more than once: which of its items would win is anyone's guess."""
+    indexes_of: dict[str, list[int]] = {}
+    for index, fields in enumerate(products):
+        indexes_of.setdefault(fields["external_id"], []).append(index)
+    problems: list[dict[str, object]] = []
+    for index, fields in enumerate(products):
+        sku = fields["external_id"]
+        indexes = indexes_of[sku]
+        if len(indexes) == 1:
+            continue
+        listed = ", ".join(str(other) for other in indexes)
+        problems.append(
+            {
+                "index": index,
+                "field": "external_id",
+                "code": "duplicate_in_batch",
+                "message": f"Products {listed} of this batch share the SKU {sku}; "
+                "give each SKU once.",
+            }
+        )
+    if problems:
+        raise InvalidProductsError(
+            f"{len(problems)} of {len(products)} products share their SKU with "
+            "another product of the batch; nothing was stored.",
+            problems,
+        )
+
+
 def _refuse_skus_of_other_merchants(
     products: list[dict[str, Any]],
     merchants: list[str],
     existing: Mapping[str, Product],
 ) -> None:
     """Raise SkuOwnedByOtherMerchantError naming every product given to another
-    merchant than its SKU's: the one that sells it, or for a new SKU the one
-    the batch first gives it to."""
-    # The merchant of each SKU, and the index of the batch that gave it one.
-    sellers: dict[str, tuple[str, int | None]] = {
-        sku: (product.merchant.external_id, None) for sku, product in existing.items()
-    }
+    merchant than the one that sells its SKU."""
     problems: list[dict[str, object]] = []
     for index, (fields, merchant) in enumerate(zip(products, merchants, strict=True)):
         sku = fields["external_id"]
-        seller, first_index = sellers.setdefault(sku, (merchant, index))
-        if seller == merchant:
+        product = existing.get(sku)
+        if product is None or product.merchant.external_id == merchant:
             continue
-        if first_index is None:
-            message = f"SKU {sku} belongs to merchant {seller!r}, not {merchant!r}."
-        else:
-            message = (
-                f"SKU {sku} is given to merchant {seller!r} at index {first_index} "
-                f"of this batch, not {merchant!r}."
-            )
         problems.append(
             {
                 "index": index,
                 "field": "external_id",
                 "code": SkuOwnedByOtherMerchantError.code,
-                "message": f"{message} A SKU names one product across merchants.",
+                "message": f"SKU {sku} belongs to merchant "
+                f"{product.merchant.external_id!r}, not {merchant!r}. "
+                "A SKU names one product across merchants.",
             }
         )
     if problems:
         raise SkuOwnedByOtherMerchantError(
             f"{len(problems)} of {len(products)} products have a SKU that another "
             "merchant sells; nothing was stored.",
+            problems,
+        )
+
+
+def _refuse_new_products_without_title(
+    products: list[dict[str, Any]], existing: Mapping[str, Product]
+) -> None:
+    """Raise InvalidProductsError naming every new product that has no title."""
+    problems: list[dict[str, object]] = [
+        {
+            "index": index,
+            "field": "title",
+            "code": "required",
+            "message": f"SKU {fields['external_id']} is not stored yet: "
+            "a new product needs a title.",
+        }
+        for index, fields in enumerate(products)
+        if fields["external_id"] not in existing and "title" not in fields
+    ]
+    if problems:
+        raise InvalidProductsError(
+            f"{len(problems)} of {len(products)} products are new and have no "
+            "title; nothing was stored.",
             problems,
         )
 

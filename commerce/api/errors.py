@@ -17,6 +17,7 @@ from commerce.errors import (
     CommerceError,
     IdempotencyKeyReusedError,
     InvalidEventsError,
+    InvalidProductsError,
     SkuOwnedByOtherMerchantError,
 )
 from rl_engine.errors import PolicyError
@@ -46,7 +47,7 @@ def api_exception_handler(error: Exception, context: dict[str, Any]) -> Response
             f"The request body is larger than {limit:,} bytes; send smaller batches.",
             [],
         )
-    if isinstance(error, InvalidEventsError):
+    if isinstance(error, InvalidEventsError | InvalidProductsError):
         return _error(
             status.HTTP_400_BAD_REQUEST, error.code, error.message, error.details
         )

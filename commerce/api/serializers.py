@@ -379,29 +379,50 @@ class HealthOut(serializers.Serializer):
 
 
 class ProductIn(serializers.Serializer):
-    external_id = serializers.CharField(max_length=128, help_text="the SKU")
+    """One product of a sync. A stored product changes only in the fields sent;
+    a new one needs a title and takes the defaults for the rest."""
+
+    external_id = serializers.CharField(
+        max_length=128, help_text="the SKU; once per batch"
+    )
     merchant = serializers.CharField(
         max_length=128,
         required=False,
         help_text="merchant id; default merchant if absent. A stored SKU keeps "
         "its merchant: naming another refuses the batch",
     )
-    title = serializers.CharField(max_length=500)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    title = serializers.CharField(
+        max_length=500,
+        required=False,
+        help_text="required for a new product; a stored one keeps its title if absent",
+    )
+    description = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text='kept if absent; "" for a new product',
+    )
     price = serializers.DecimalField(
         max_digits=12,
         decimal_places=4,
         min_value=Decimal(0),
+        required=False,
         allow_null=True,
-        default=None,
+        help_text="kept if absent; null clears it, and a new product has none",
     )
-    is_active = serializers.BooleanField(default=True)
-    in_stock = serializers.BooleanField(default=True)
+    is_active = serializers.BooleanField(
+        required=False, help_text="kept if absent; true for a new product"
+    )
+    in_stock = serializers.BooleanField(
+        required=False, help_text="kept if absent; true for a new product"
+    )
 
 
 class ProductBatchIn(serializers.Serializer):
     products: serializers.ListSerializer[Any] = serializers.ListSerializer(
-        child=ProductIn(), allow_empty=False, max_length=settings.API_MAX_PRODUCT_BATCH
+        child=ProductIn(),
+        allow_empty=False,
+        max_length=settings.API_MAX_PRODUCT_BATCH,
+        help_text="each SKU once; the batch is stored all or nothing",
     )
 
 
@@ -427,7 +448,13 @@ class ProductSyncOut(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
-    queued_for_embedding = serializers.IntegerField()
+    queued_for_embedding = serializers.IntegerField(
+        help_text="new or retitled products whose embedding a worker was asked for"
+    )
+    embedding_deferred = serializers.IntegerField(
+        help_text="such products left to the hourly embedding run, because the "
+        "task queue could not take the task"
+    )
 
 
 class CustomerIn(serializers.Serializer):

@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
@@ -34,7 +34,6 @@ from commerce.selectors import products_page
 from commerce.services import record_feedback_events, sync_customers, sync_products
 from config.celery import app as celery_app
 from rl_engine.serving import SlateRequest, live_policy, recommend
-from rl_engine.tasks import embed_products
 
 # The errors a client endpoint can answer, by the kind of input it reads.
 QUERY_ERRORS = (400, 401, 403, 429)
@@ -237,10 +236,14 @@ def _database_check() -> str:
 class ProductsView(ClientView):
     """List the catalogue, or create and update products in bulk by SKU.
 
-    A sync is all or nothing: a bad field answers 400, and a product given to
-    another merchant than the one that sells its SKU answers 409
-    ``sku_owned_by_other_merchant``, each naming the index and field of every
-    such product; nothing of the batch is stored either way.
+    A stored product changes only in the fields sent; a new one needs a title.
+    A sync is all or nothing: a bad field, a SKU given twice
+    (``duplicate_in_batch``) or a new product without a title answers 400, and
+    a product given to another merchant than the one that sells its SKU
+    answers 409 ``sku_owned_by_other_merchant``, each naming the index and
+    field of every such product; nothing of the batch is stored either way.
+    A stored sync answers 200 even when the task queue cannot take the
+    embedding of its new texts: ``embedding_deferred`` counts those products.
     """
 
     required_scope = ApiScope.CATALOGUE
@@ -276,15 +279,16 @@ class ProductsView(ClientView):
             default_merchant=settings.IMPORT_DEFAULT_MERCHANT,
             actor_label=f"api:{self.api_client.name}",
         )
-        if result.changed_text:
-            transaction.on_commit(embed_products.delay)
+        to_embed = len(result.changed_text)
+        deferred = to_embed if result.embedding_deferred else 0
         return Response(
             ProductSyncOut(
                 {
                     "created": result.created,
                     "updated": result.updated,
                     "unchanged": result.unchanged,
-                    "queued_for_embedding": len(result.changed_text),
+                    "queued_for_embedding": to_embed - deferred,
+                    "embedding_deferred": deferred,
                 }
             ).data
         )
