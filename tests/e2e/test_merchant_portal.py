@@ -56,6 +56,12 @@ def test_a_merchant_sees_charts_and_explanations_of_their_own_product_only(
     bolt = MerchantFactory.create(external_id="bolt", name="Bolt")
     Product.objects.filter(pk=own_id).update(merchant=acme)
     Product.objects.filter(pk=others_id).update(merchant=bolt)
+    # Six more of Acme's, for its product's nearest products by text.
+    stock = Product.objects.exclude(pk__in=[own_id, others_id]).order_by("pk")[:6]
+    Product.objects.filter(pk__in=[p.pk for p in stock]).update(merchant=acme)
+    acme_skus = set(
+        Product.objects.filter(merchant=acme).values_list("external_id", flat=True)
+    )
     own = Product.objects.get(pk=own_id)
     times_shown = shown[0]["times"]
     merchant_account("alice", acme)
@@ -65,8 +71,8 @@ def test_a_merchant_sees_charts_and_explanations_of_their_own_product_only(
         log_in(page, live_server.url, "/merchants/", "alice", PASSWORD)
         expect(page.get_by_role("heading", name="Your products")).to_be_visible()
         rows = page.locator("#products tbody tr")
-        expect(rows).to_have_count(1)
-        expect(rows).to_contain_text(own.external_id)
+        expect(rows).to_have_count(7)
+        expect(rows.first).to_contain_text(own.external_id)
 
         rows.get_by_role("link", name=own.external_id).click()
         expect(page.get_by_role("heading", level=1)).to_contain_text(own.external_id)
@@ -87,7 +93,10 @@ def test_a_merchant_sees_charts_and_explanations_of_their_own_product_only(
         ).to_be_visible()
         expect(why).to_contain_text("Score with no history")
         expect(why.locator(".history-attribution tbody tr").first).to_be_visible()
-        expect(why.locator("#nearest tbody tr")).to_have_count(5)
+        nearest = why.locator("#nearest tbody tr")
+        expect(nearest).to_have_count(5)
+        for row in nearest.all():
+            assert row.locator("code").first.inner_text() in acme_skus
 
         refused = page.goto(f"{live_server.url}/merchants/products/{others_id}/")
         assert refused is not None
