@@ -330,6 +330,7 @@ class OverrideRecord:
 
     override_id: int
     product_id: int
+    sku: str
     kind: str
     kind_label: str
     value: float | None
@@ -378,13 +379,16 @@ def override_state(override: Override, now: dt.datetime) -> str:
 def product_overrides(products: QuerySet[Product]) -> list[OverrideRecord]:
     """Every override ever set on these products, newest first."""
     now = timezone.now()
-    overrides = Override.objects.filter(product__in=products.values("id")).order_by(
-        "-created_at", "-id"
+    overrides = (
+        Override.objects.filter(product__in=products.values("id"))
+        .select_related("product")
+        .order_by("-created_at", "-id")
     )
     return [
         OverrideRecord(
             override_id=override.pk,
             product_id=override.product_id or 0,
+            sku=override.product.external_id if override.product else "",
             kind=override.kind,
             kind_label=override.get_kind_display(),
             value=override.value,

@@ -270,6 +270,8 @@ class WhyNotOut(serializers.Serializer):
 
 class OverrideRecordOut(serializers.Serializer):
     override_id = serializers.IntegerField()
+    product_id = serializers.IntegerField(help_text="the product it is set on")
+    sku = serializers.CharField(help_text="that product's SKU")
     kind = serializers.CharField()
     kind_label = serializers.CharField()
     value = serializers.FloatField(allow_null=True)

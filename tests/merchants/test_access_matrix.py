@@ -237,7 +237,11 @@ def test_the_product_page_shows_decisions_without_notes_or_reviewers(
     assert INTERNAL_NOTE not in page
     assert "rita" not in page
     assert api["overrides"][0]["statement"] == "Returned by one buyer in three."
+    assert api["overrides"][0]["sku"] == product.external_id
+    assert api["overrides"][0]["product_id"] == product.pk
     assert api["decisions"][0]["reason_code"] == "low_quality"
+    every = client.get("/api/v1/merchant/decisions").json()
+    assert [o["sku"] for o in every["overrides"]] == [product.external_id]
     text = json.dumps(api)
     assert INTERNAL_NOTE not in text
     assert "rita" not in text
