@@ -7,38 +7,14 @@ slates come from the live policy trained on the sample.
 
 import re
 
-import numpy as np
 from django.db.models import Count
 
-from commerce.models import Customer, Product, ServedSlateItem
-from rl_engine.serving import SlateRequest, recommend
+from commerce.models import Product, ServedSlateItem
 from tests.e2e.browser import browser_page, expect, log_in, needs_chromium
 from tests.factories import MerchantFactory
-from tests.merchants.conftest import PASSWORD, merchant_account
+from tests.merchants.conftest import PASSWORD, merchant_account, serve_customers
 
 pytestmark = needs_chromium
-
-SLATES = 12
-K = 10
-
-
-def serve_customers() -> None:
-    """Serve a slate from the live policy to each of the sample's customers."""
-    customers = Customer.objects.order_by("external_id").values_list(
-        "external_id", flat=True
-    )[:SLATES]
-    for seed, customer in enumerate(customers):
-        request = SlateRequest(
-            customer_external_id=customer,
-            session_id="",
-            session_items=[],
-            k=K,
-            context={},
-            exclude=set(),
-            exclude_bought_within_days=None,
-            non_personalised=False,
-        )
-        recommend(request, rng=np.random.default_rng(seed))
 
 
 def test_a_merchant_sees_charts_and_explanations_of_their_own_product_only(

@@ -3,16 +3,17 @@
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import Group, User
 
-from commerce.models import ApiScope, Merchant, Product
+from commerce.models import ApiScope, Customer, Merchant, Product, ServedSlate
 from commerce.services import create_api_client
 from governance.access import REVIEWER_GROUP
 from governance.models import Decision, OverrideKind, ReasonCode, ReviewItem
 from governance.services import OverrideSpec, claim_review_item, decide_review_item
 from merchants.ranking import ranking_weights
-from rl_engine.serving import live_policy
+from rl_engine.serving import SlateRequest, live_policy, recommend
 from tests.conftest import TextVectorCache, embed_with_cache, make_policy_live
 from tests.factories import MerchantFactory, ProductFactory
 from tests.governance.test_review_queue import flag_product
@@ -139,3 +140,32 @@ def live_version(embedded_sample: None, settings: Any, tmp_path: Any) -> Any:
     yield make_policy_live(settings, tmp_path / "policies", SMALL_POLICY)
     live_policy.refresh()
     ranking_weights.clear()
+
+
+SERVED_CUSTOMERS = 12
+
+
+def serve_customers() -> ServedSlate:
+    """Serve a slate from the live policy to each of a dozen of the stored
+    customers; return the latest personalised one."""
+    customers = Customer.objects.order_by("external_id").values_list(
+        "external_id", flat=True
+    )[:SERVED_CUSTOMERS]
+    for seed, customer in enumerate(customers):
+        recommend(
+            SlateRequest(
+                customer_external_id=customer,
+                session_id="",
+                session_items=[],
+                k=10,
+                context={},
+                exclude=set(),
+                exclude_bought_within_days=None,
+                non_personalised=False,
+            ),
+            rng=np.random.default_rng(seed),
+        )
+    latest = ServedSlate.objects.exclude(policy_version="").order_by("-created_at")
+    slate = latest.select_related("customer").first()
+    assert slate is not None
+    return slate

@@ -3,46 +3,18 @@ in the attributed customer's history, on the page and in the API."""
 
 import json
 
-import numpy as np
 import pytest
 from django.utils.html import escape
 
-from commerce.models import Customer, Product, ServedSlate
+from commerce.models import Product
 from governance.explanations import (
     OTHER_MERCHANTS_LABEL,
     customer_state,
     explain_score,
 )
-from rl_engine.serving import SlateRequest, live_policy, recommend
+from rl_engine.serving import live_policy
 from tests.factories import MerchantFactory
-from tests.merchants.conftest import merchant_account
-
-SLATES = 12
-
-
-def serve_customers() -> ServedSlate:
-    """Serve a slate to each of a dozen of the sample's customers; the last one."""
-    customers = Customer.objects.order_by("external_id").values_list(
-        "external_id", flat=True
-    )[:SLATES]
-    for seed, customer in enumerate(customers):
-        recommend(
-            SlateRequest(
-                customer_external_id=customer,
-                session_id="",
-                session_items=[],
-                k=10,
-                context={},
-                exclude=set(),
-                exclude_bought_within_days=None,
-                non_personalised=False,
-            ),
-            rng=np.random.default_rng(seed),
-        )
-    latest = ServedSlate.objects.exclude(policy_version="").order_by("-created_at")
-    slate = latest.select_related("customer").first()
-    assert slate is not None
-    return slate
+from tests.merchants.conftest import merchant_account, serve_customers
 
 
 def history_table(html: str) -> str:

@@ -2,11 +2,11 @@
 
 from typing import Any
 
-from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from commerce.errors import CommerceError
 from commerce.services import revoke_api_client
+from governance.actors import acting_user
 
 
 class Command(BaseCommand):
@@ -33,12 +33,3 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Client {client.name} is revoked; its key is refused.")
         )
-
-
-def acting_user(username: str | None) -> User | None:
-    if not username:
-        return None
-    try:
-        return User.objects.get(username=username)
-    except User.DoesNotExist as error:
-        raise CommandError(f"No user {username!r}.") from error

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from governance.actors import acting_user
 from rl_engine.errors import PolicyError, PolicyGateError
 from rl_engine.models import PolicyVersion
 from rl_engine.services import promote_policy
@@ -39,12 +39,3 @@ class Command(BaseCommand):
                 message += f"\n{error.override_hint(version.label)}"
             raise CommandError(message) from error
         self.stdout.write(self.style.SUCCESS(f"{promoted.label} is live."))
-
-
-def acting_user(username: str | None) -> User | None:
-    if not username:
-        return None
-    try:
-        return User.objects.get(username=username)
-    except User.DoesNotExist as error:
-        raise CommandError(f"No user {username!r}.") from error

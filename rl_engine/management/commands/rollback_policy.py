@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from governance.actors import acting_user
 from rl_engine.errors import PolicyError
-from rl_engine.management.commands.promote_policy import acting_user
 from rl_engine.services import rollback_policy
 
 
